@@ -1,0 +1,95 @@
+"""Settings of the detection pipeline, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+DEFAULT_TEMPLATES = (
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a close-up photo of a {}.",
+    "a cropped photo of a {}.",
+)
+DEFAULT_BACKGROUNDS = ("table", "wall", "floor", "shelf", "background", "clutter")
+DEFAULT_NEUTRAL = "object"
+
+
+class ConfigError(ValueError):
+    """A setting is out of range; the message names it."""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """How frames are cut into windows, scored and localized.
+
+    Attributes:
+        prompt_templates: prompt ensemble; ``{}`` is replaced by the phrase.
+        background_prompts: scene words every target competes against.
+        neutral_prompt: a generic "some object" class; a window that matches
+            no prompt well goes to it instead of inflating the target.
+        window_scales: window sides as fractions of the frame's short side.
+        window_stride: step between windows as a fraction of the window side.
+        include_full_frame: also score the whole frame.
+        presence_threshold: target probability at which the object counts as
+            present (see README, "What the score means").
+        refine: run a second, finer pass of windows around the best hit.
+        crop_budget: the most crops encoded per frame, all passes together.
+        refine_stages: how many finer passes follow the coarse one.
+        heatmap_stride: pixels per heatmap cell (the map is upsampled for output).
+        box_alpha: probability a heatmap cell must exceed to join the box.
+    """
+
+    prompt_templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    background_prompts: tuple[str, ...] = DEFAULT_BACKGROUNDS
+    neutral_prompt: str = DEFAULT_NEUTRAL
+    window_scales: tuple[float, ...] = (0.5, 0.25)
+    window_stride: float = 1.0
+    include_full_frame: bool = True
+    presence_threshold: float = 0.5
+    refine: bool = True
+    crop_budget: int = 86
+    refine_stages: int = 2
+    heatmap_stride: int = 8
+    box_alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt_templates", tuple(self.prompt_templates))
+        object.__setattr__(self, "background_prompts", tuple(self.background_prompts))
+        object.__setattr__(self, "window_scales", tuple(float(s) for s in self.window_scales))
+        if not self.prompt_templates:
+            raise ConfigError("prompt_templates is empty; give at least one, e.g. 'a photo of a {}.'")
+        for template in self.prompt_templates:
+            if template.count("{}") != 1:
+                raise ConfigError(f"prompt template {template!r} must contain '{{}}' exactly once")
+        if not self.background_prompts or not all(p.strip() for p in self.background_prompts):
+            raise ConfigError(
+                "background_prompts must hold at least one non-empty prompt: with no "
+                "competitor a softmax always gives the target 1.0"
+            )
+        if not self.neutral_prompt.strip():
+            raise ConfigError("neutral_prompt is empty")
+        if not self.window_scales and not self.include_full_frame:
+            raise ConfigError("no windows: give window_scales or include_full_frame")
+        for scale in self.window_scales:
+            if not 0.02 <= scale <= 1.0:
+                raise ConfigError(f"window scale {scale} is outside [0.02, 1.0]")
+        if not 0.05 <= self.window_stride <= 1.0:
+            raise ConfigError(f"window_stride {self.window_stride} is outside [0.05, 1.0]")
+        if not 0.0 < self.presence_threshold < 1.0:
+            raise ConfigError(f"presence_threshold {self.presence_threshold} is outside (0, 1)")
+        if not 1 <= self.crop_budget <= 4096:
+            raise ConfigError(f"crop_budget {self.crop_budget} is outside [1, 4096]")
+        if not 0 <= self.refine_stages <= 4:
+            raise ConfigError(f"refine_stages {self.refine_stages} is outside [0, 4]")
+        if not 1 <= self.heatmap_stride <= 64:
+            raise ConfigError(f"heatmap_stride {self.heatmap_stride} is outside [1, 64]")
+        if not 0.0 < self.box_alpha < 1.0:
+            raise ConfigError(f"box_alpha {self.box_alpha} is outside (0, 1)")
+
+    def with_changes(self, **changes) -> "DetectorConfig":
+        """A validated copy with ``changes`` applied."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)

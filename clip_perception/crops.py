@@ -1,0 +1,71 @@
+"""Upload a frame once and cut every window from it on the device.
+
+All windows of a frame are cropped and resized in a single
+``torchvision.ops.roi_align`` call, the way NanoOWL batches its ROIs, so the
+encoder sees one ``[K, 3, S, S]`` batch and no Python loop runs per window.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torchvision.ops import roi_align
+
+from .image_formats import Frame
+
+_RGB_INDEX = {"rgb": (0, 1, 2), "rgba": (0, 1, 2), "bgr": (2, 1, 0), "bgra": (2, 1, 0)}
+
+
+class FrameUploader:
+    """Moves frames to ``device`` as ``[1, 3, H, W]`` float32 RGB in [0, 1].
+
+    The host buffer is wrapped without a copy. On CUDA the bytes go through a
+    pinned staging buffer, reused while the frame size stays the same, and the
+    upload is asynchronous.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self._pinned: torch.Tensor | None = None
+
+    def _host_tensor(self, frame: Frame) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only views are never written
+            return torch.from_numpy(frame.pixels)
+
+    def __call__(self, frame: Frame) -> torch.Tensor:
+        host = self._host_tensor(frame)
+        if self.device.type == "cuda":
+            if self._pinned is None or self._pinned.shape != host.shape:
+                self._pinned = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
+            self._pinned.copy_(host)
+            pixels = self._pinned.to(self.device, non_blocking=True)
+        else:
+            pixels = host.to(self.device)
+        pixels = pixels.permute(2, 0, 1)  # C H W, still a view
+        if frame.order == "mono":
+            pixels = pixels.expand(3, -1, -1)
+        else:
+            index = torch.tensor(_RGB_INDEX[frame.order], device=self.device)
+            pixels = pixels.index_select(0, index)
+        return pixels.unsqueeze(0).float().div_(255.0)
+
+
+def boxes_tensor(boxes: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``[K, 4]`` pixel boxes -> ``[K, 5]`` roi_align rows (batch index 0)."""
+    rois = torch.zeros((len(boxes), 5), dtype=torch.float32)
+    rois[:, 1:] = torch.from_numpy(np.asarray(boxes, dtype=np.float32))
+    return rois.to(device, non_blocking=True)
+
+
+def crop_windows(image: torch.Tensor, boxes: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """Cut and resize all ``boxes`` of ``image`` ``[1, 3, H, W]`` to ``[K, 3, size, size]``.
+
+    Bilinear sampling with an adaptive number of samples per output pixel, so
+    large windows are area-averaged (anti-aliased) rather than subsampled.
+    """
+    rois = boxes if isinstance(boxes, torch.Tensor) else boxes_tensor(boxes, image.device)
+    return roi_align(image, rois, output_size=(size, size), spatial_scale=1.0,
+                     sampling_ratio=-1, aligned=True)

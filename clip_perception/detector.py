@@ -1,0 +1,229 @@
+"""The detection pipeline: frame in, presence and region per target out.
+
+One frame upload, one ``roi_align`` over all windows, one batched encoder
+pass; optionally a second, finer pass around each target's hit within the
+crop budget. No ROS here: the node is a thin shell around :class:`Detector`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import DetectorConfig
+from .crops import FrameUploader, crop_windows
+from .encoders import device_of, logit_scale_of
+from .image_formats import Frame
+from .localization import best_box, heatmap, refine_windows
+from .scoring import TextBank, target_scores
+from .windows import window_grid
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class TargetResult:
+    """What was found for one target phrase.
+
+    Attributes:
+        phrase: the target phrase.
+        present: ``score >= presence_threshold``.
+        score: the best target probability over windows and the whole frame.
+        frame_score: the whole frame's target probability (nan if not scored).
+        box: the region (x0, y0, x1, y1), pixels of the original frame, x1/y1 exclusive.
+        best_window: the single best window of the coarse grid.
+        window_scores: target probability of every window of :attr:`Detection.windows`.
+    """
+
+    phrase: str
+    present: bool
+    score: float
+    frame_score: float
+    box: Box
+    best_window: Box
+    window_scores: np.ndarray = field(repr=False)
+
+
+@dataclass
+class Detection:
+    """The result for one frame: per-target results and what was computed."""
+
+    targets: list[TargetResult]
+    windows: np.ndarray = field(repr=False)
+    width: int = 0
+    height: int = 0
+    crops: int = 0
+    heatmaps: list[np.ndarray] = field(default_factory=list, repr=False)
+    heatmap_cell: int = 1
+
+    @property
+    def present(self) -> bool:
+        """True when every target was found."""
+        return bool(self.targets) and all(t.present for t in self.targets)
+
+
+def _as_frame(frame: Frame | np.ndarray) -> Frame:
+    return frame if isinstance(frame, Frame) else Frame.from_rgb(frame)
+
+
+class Detector:
+    """Scores CLIP windows of each frame against the current targets.
+
+    Thread-safe: targets and settings may change while another thread runs
+    :meth:`detect`; a frame in flight finishes with the settings it started with.
+    """
+
+    def __init__(self, encoder, config: DetectorConfig | None = None):
+        self.encoder = encoder
+        self.device = device_of(encoder)
+        self.logit_scale = logit_scale_of(encoder)
+        self.input_size = int(encoder.input_size)
+        self._lock = threading.Lock()
+        self._targets: tuple[str, ...] = ()
+        self._uploader = FrameUploader(self.device)
+        self._grid_cache: dict[tuple, np.ndarray] = {}
+        self.configure(config or DetectorConfig())
+
+    # --- settings -------------------------------------------------------------
+    def configure(self, config: DetectorConfig) -> None:
+        """Apply new settings; text embeddings are dropped only if prompts changed."""
+        with self._lock:
+            old = getattr(self, "config", None)
+            self.config = config
+            prompts = (config.prompt_templates, config.background_prompts, config.neutral_prompt)
+            if old is None or prompts != (old.prompt_templates, old.background_prompts,
+                                          old.neutral_prompt):
+                self.text = TextBank(self.encoder, *prompts, device=self.device)
+            self._grid_cache.clear()
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self._targets
+
+    def set_targets(self, targets: Sequence[str]) -> None:
+        """Set the phrases to find and embed any new ones now (one text pass)."""
+        targets = tuple(targets)
+        with self._lock:
+            if targets:
+                self.text.phrases(targets)
+            self._targets = targets
+
+    # --- geometry -------------------------------------------------------------
+    def windows_for(self, width: int, height: int) -> np.ndarray:
+        """The coarse windows for a frame size (cached)."""
+        key = (width, height)
+        boxes = self._grid_cache.get(key)
+        if boxes is None:
+            c = self.config
+            boxes = window_grid(width, height, c.window_scales, c.window_stride,
+                                c.include_full_frame)
+            self._grid_cache[key] = boxes
+        return boxes
+
+    # --- inference ------------------------------------------------------------
+    @torch.inference_mode()
+    def _score(self, image: torch.Tensor, boxes: np.ndarray, classes: torch.Tensor,
+               n_targets: int) -> tuple[np.ndarray, np.ndarray]:
+        """One roi_align and one encoder pass over ``boxes``: (probs, evidence), ``[K, T]``."""
+        crops = crop_windows(image, boxes, self.input_size)
+        embeddings = self.encoder.encode_images(crops)
+        probs, evidence = target_scores(embeddings, classes, n_targets, self.logit_scale)
+        return (probs.cpu().numpy().astype(np.float64),
+                evidence.cpu().numpy().astype(np.float64))
+
+    def _refine(self, image, classes, hits: list[Box], width: int, height: int,
+                budget: int, stages: int, alpha: float, cell: int):
+        """Coarse to fine: each stage places a finer grid around the previous box.
+
+        Returns per target the final box (or None) and a list of
+        ``(boxes, probs)`` per stage; and the crops spent.
+        """
+        n = len(hits)
+        boxes: list[Box | None] = [None] * n
+        anchors = list(hits)
+        passes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
+        spent = 0
+        for stage in range(stages):
+            per_target = (budget - spent) // (n * (stages - stage))
+            if per_target < 4:
+                break
+            grids = [refine_windows(a, width, height, per_target) for a in anchors]
+            sizes = [len(g) for g in grids]
+            probs, _ = self._score(image, np.concatenate(grids), classes, n)
+            spent += sum(sizes)
+            for t, part in enumerate(np.split(probs, np.cumsum(sizes)[:-1])):
+                passes[t].append((grids[t], part[:, t]))
+                heat, coverage = heatmap(grids[t], part[:, t], width, height, cell)
+                found = best_box(heat, coverage, alpha, cell, width, height)
+                if found is not None:
+                    boxes[t] = anchors[t] = found
+        return boxes, passes, spent
+
+    def detect(self, frame: Frame | np.ndarray, targets: Sequence[str] | None = None,
+               with_heatmap: bool = False) -> Detection:
+        """Find ``targets`` (default: the current ones) in ``frame``.
+
+        ``frame`` is a :class:`Frame` or an ``(H, W, 3)`` uint8 RGB array.
+        """
+        frame = _as_frame(frame)
+        with self._lock:
+            config = self.config
+            targets = tuple(targets) if targets is not None else self._targets
+            text = self.text
+            windows = self.windows_for(frame.width, frame.height)
+        width, height = frame.width, frame.height
+        if not targets:
+            return Detection([], windows, width, height)
+        n = len(targets)
+        classes = text.classes(targets)
+        image = self._uploader(frame)
+        probs, evidence = self._score(image, windows, classes, n)
+        crops = len(windows)
+
+        is_full = ((windows[:, 0] == 0) & (windows[:, 1] == 0)
+                   & (windows[:, 2] == width) & (windows[:, 3] == height))
+        full = np.flatnonzero(is_full)[:1] if config.include_full_frame else np.zeros(0, int)
+        sliding = np.flatnonzero(~is_full) if (~is_full).any() else np.arange(len(windows))
+        hits: list[Box] = [
+            tuple(int(v) for v in windows[sliding[np.argmax(evidence[sliding, t])]])
+            for t in range(n)
+        ]
+        refined: list[Box | None] = [None] * n
+        passes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
+        if config.refine:
+            refined, passes, spent = self._refine(
+                image, classes, hits, width, height, config.crop_budget - crops,
+                config.refine_stages, config.box_alpha, config.heatmap_stride)
+            crops += spent
+
+        cell = config.heatmap_stride
+        results, heatmaps = [], []
+        for t, phrase in enumerate(targets):
+            scores = probs[:, t]
+            score = max([float(scores.max())] + [float(p.max()) for _, p in passes[t]])
+            if with_heatmap:
+                heatmaps.append(self._compose_heatmap(windows, scores, passes[t],
+                                                      width, height, cell))
+            results.append(TargetResult(
+                phrase=phrase,
+                present=score >= config.presence_threshold,
+                score=score,
+                frame_score=float(scores[full[0]]) if len(full) else float("nan"),
+                box=refined[t] or hits[t],
+                best_window=hits[t],
+                window_scores=scores,
+            ))
+        return Detection(results, windows, width, height, crops, heatmaps, cell)
+
+    @staticmethod
+    def _compose_heatmap(windows, scores, passes, width, height, cell) -> np.ndarray:
+        """Coarse heatmap, overwritten by each finer pass where that pass has coverage."""
+        heat, _ = heatmap(windows, scores, width, height, cell)
+        for boxes, probs in passes:
+            fine, coverage = heatmap(boxes, probs, width, height, cell)
+            heat = np.where(coverage > 0, fine, heat)
+        return heat

@@ -1,0 +1,100 @@
+"""From window probabilities to a tight box.
+
+* :func:`heatmap` averages window probabilities per cell, normalised by how
+  many windows cover the cell (as CLIP-DIY does).
+* :func:`best_box` searches the box that maximises the heatmap mass inside
+  it minus ``alpha`` x its area (Li et al. 2022): cells above ``alpha`` pull
+  the box out, cells below push it in.
+* :func:`refine_windows` places a finer window grid around a coarse hit
+  (coarse to fine), within a crop budget.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .windows import grid
+
+
+def heatmap(boxes: np.ndarray, scores: np.ndarray, width: int, height: int,
+            cell: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage-normalised mean score per ``cell`` x ``cell`` block.
+
+    Returns ``(heat, coverage)``, both ``(ceil(H/cell), ceil(W/cell))``;
+    cells no window covers are 0 with coverage 0.
+    """
+    rows, cols = math.ceil(height / cell), math.ceil(width / cell)
+    total = np.zeros((rows + 1, cols + 1))
+    count = np.zeros((rows + 1, cols + 1))
+    if len(boxes):
+        b = np.asarray(boxes, dtype=np.float64) / cell
+        x0 = np.clip(np.floor(b[:, 0] + 0.5), 0, cols).astype(int)
+        y0 = np.clip(np.floor(b[:, 1] + 0.5), 0, rows).astype(int)
+        x1 = np.clip(np.floor(b[:, 2] + 0.5), 0, cols).astype(int)
+        y1 = np.clip(np.floor(b[:, 3] + 0.5), 0, rows).astype(int)
+        x1 = np.maximum(x1, np.minimum(x0 + 1, cols))
+        y1 = np.maximum(y1, np.minimum(y0 + 1, rows))
+        s = np.asarray(scores, dtype=np.float64)
+        for grid_, v in ((total, s), (count, np.ones_like(s))):
+            np.add.at(grid_, (y0, x0), v)
+            np.add.at(grid_, (y0, x1), -v)
+            np.add.at(grid_, (y1, x0), -v)
+            np.add.at(grid_, (y1, x1), v)
+    total = total.cumsum(0).cumsum(1)[:rows, :cols]
+    count = np.rint(count.cumsum(0).cumsum(1)[:rows, :cols])
+    heat = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    return heat, count
+
+
+def max_sum_rectangle(values: np.ndarray) -> tuple[tuple[int, int, int, int], float]:
+    """The sub-rectangle of ``values`` with the largest sum (2-D Kadane, vectorised).
+
+    Returns ``((c0, r0, c1, r1), total)`` with exclusive ends; an all-negative
+    array gives its single largest cell.
+    """
+    rows, cols = values.shape
+    prefix = np.vstack([np.zeros((1, cols)), values.cumsum(0)])
+    top, bottom = np.triu_indices(rows + 1, k=1)
+    strips = prefix[bottom] - prefix[top]  # [pairs, cols]: column sums of rows top..bottom-1
+    run = np.hstack([np.zeros((len(strips), 1)), strips.cumsum(1)])
+    lowest = np.minimum.accumulate(run[:, :-1], axis=1)
+    gains = run[:, 1:] - lowest  # best sum of a run ending at each column
+    pair, end = np.unravel_index(int(np.argmax(gains)), gains.shape)
+    start = int(np.argmax(run[pair, : end + 1] == lowest[pair, end]))
+    return (start, int(top[pair]), int(end) + 1, int(bottom[pair])), float(gains[pair, end])
+
+
+def best_box(heat: np.ndarray, coverage: np.ndarray, alpha: float, cell: int,
+             width: int, height: int) -> tuple[int, int, int, int] | None:
+    """Pixel box maximising ``sum(heat - alpha)`` over covered cells, or None if no cell
+    exceeds ``alpha``."""
+    gain = np.where(coverage > 0, heat - alpha, -1.0)
+    if not (gain > 0).any():
+        return None
+    (c0, r0, c1, r1), _ = max_sum_rectangle(gain)
+    return (c0 * cell, r0 * cell, min(c1 * cell, width), min(r1 * cell, height))
+
+
+def refine_windows(box: tuple[int, int, int, int], width: int, height: int, budget: int,
+                   side_fraction: float = 0.5, min_side: int = 16,
+                   strides: tuple[float, ...] = (0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.75, 1.0),
+                   ) -> np.ndarray:
+    """A finer grid around ``box`` with at most ``budget`` windows.
+
+    Windows are ``side_fraction`` of the box's short side and cover the box
+    grown by half a window on each side, so an object straddling the box's
+    edge is still covered. The densest stride that fits the budget is used.
+    """
+    if budget < 1:
+        return np.zeros((0, 4), dtype=np.int64)
+    x0, y0, x1, y1 = box
+    side = max(min_side, int(round(min(x1 - x0, y1 - y0) * side_fraction)))
+    pad = side // 2
+    region = (max(0, x0 - pad), max(0, y0 - pad), min(width, x1 + pad), min(height, y1 + pad))
+    for stride in strides:
+        boxes = grid(region, side, stride)
+        if len(boxes) <= budget:
+            return boxes
+    return boxes[:budget]

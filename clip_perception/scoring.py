@@ -1,0 +1,77 @@
+"""CLIP zero-shot scoring: prompt ensembles, cached text embeddings, softmax.
+
+Every target competes in one softmax against the other targets, the
+background prompts and a neutral prompt, so a target's probability is never
+1.0 merely because it is the only class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+class TextBank:
+    """Normalised, prompt-ensembled text embeddings, computed once per phrase.
+
+    A new target costs one text pass for its prompts; background and neutral
+    embeddings are computed on first use and kept.
+    """
+
+    def __init__(self, encoder, templates: Sequence[str], backgrounds: Sequence[str],
+                 neutral: str, device: torch.device, max_entries: int = 256):
+        self.encoder = encoder
+        self.templates = tuple(templates)
+        self.backgrounds = tuple(backgrounds)
+        self.neutral = neutral
+        self.device = device
+        self.max_entries = max_entries
+        self._cache: dict[str, torch.Tensor] = {}
+        self._context: torch.Tensor | None = None
+
+    def _embed(self, phrases: Sequence[str]) -> torch.Tensor:
+        """One encoder call for all phrases x templates; ``[len(phrases), D]``."""
+        prompts = [t.format(p) for p in phrases for t in self.templates]
+        emb = self.encoder.encode_texts(prompts).float().to(self.device)
+        emb = F.normalize(emb, dim=-1).view(len(phrases), len(self.templates), -1)
+        return F.normalize(emb.mean(dim=1), dim=-1)
+
+    def phrases(self, phrases: Sequence[str]) -> torch.Tensor:
+        """Embeddings of ``phrases``, encoding only those not cached yet."""
+        missing = [p for p in dict.fromkeys(phrases) if p not in self._cache]
+        if missing:
+            if len(self._cache) + len(missing) > self.max_entries:
+                self._cache.clear()
+            for phrase, emb in zip(missing, self._embed(missing)):
+                self._cache[phrase] = emb
+        return torch.stack([self._cache[p] for p in phrases])
+
+    def context(self) -> torch.Tensor:
+        """Background prompts then the neutral prompt, ``[B + 1, D]``."""
+        if self._context is None:
+            self._context = self._embed([*self.backgrounds, self.neutral])
+        return self._context
+
+    def classes(self, targets: Sequence[str]) -> torch.Tensor:
+        """All classes of the softmax: targets, backgrounds, neutral."""
+        return torch.cat([self.phrases(targets), self.context()], dim=0)
+
+
+def target_scores(image_embeddings: torch.Tensor, classes: torch.Tensor, n_targets: int,
+                  logit_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per window and target: the probability and the neutral-debiased logit.
+
+    ``probs`` is softmax(logit_scale x cosine) over all classes (targets,
+    backgrounds, neutral, in the order of :meth:`TextBank.classes`).
+    ``evidence`` is the target's logit minus the neutral prompt's: how much
+    more the window looks like the target than like "some object". It ranks
+    windows where the target is small and every probability is low.
+    Both are ``[N, n_targets]``.
+    """
+    images = F.normalize(image_embeddings.float(), dim=-1)
+    logits = logit_scale * images @ classes.T
+    probs = logits.softmax(dim=-1)[:, :n_targets]
+    evidence = logits[:, :n_targets] - logits[:, -1:]
+    return probs, evidence
