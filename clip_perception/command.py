@@ -19,7 +19,15 @@ MAX_PHRASE_WORDS = 6
 
 
 class CommandError(ValueError):
-    """The command names no usable target; the message says why."""
+    """The command names no usable target; the message says why.
+
+    ``kind`` names the problem (``empty``, ``too_long``, ``no_object``,
+    ``pronoun``, ``too_many``, ``not_text``) so repeats can be throttled per kind.
+    """
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,8 @@ _VERBS = _phrases(
     "pick up", "pick", "grab", "grasp", "take", "get", "fetch", "bring", "bring me",
     "find", "locate", "look for", "look at", "search for", "detect", "track",
     "follow", "point at", "point to", "show", "show me", "reach for", "reach",
-    "hand me", "give me", "pass me", "go to", "move to", "where is", "where's",
+    "hand me", "give me", "pass me", "get me", "fetch me", "find me", "grab me",
+    "go to", "move to", "where is", "where's",
     "where are", "is there", "are there", "do you see", "can you see", "see",
     "spot", "identify", "highlight", "lift", "hold", "watch", "tell me where",
     "tell me where is",
@@ -75,7 +84,8 @@ _CUT_WORDS = frozenset(
 )
 _CLEAR = frozenset(
     {"stop", "cancel", "clear", "reset", "nothing", "none", "stop searching",
-     "stop looking", "never mind", "nevermind", "forget it"}
+     "stop looking", "never mind", "nevermind", "forget it", "stop it", "stop that",
+     "cancel that", "cancel it"}
 )
 
 
@@ -87,6 +97,9 @@ def _clean(text: str) -> str:
     text = re.sub(r"[’`]", "'", text)
     text = re.sub(r"[^\w\s,'-]", " ", text)
     text = re.sub(r"_", " ", text)
+    # Apostrophes and hyphens only inside words ("children's", "x-ray"): a quote or
+    # dash on its own is punctuation, not part of a target.
+    text = re.sub(r"(?<!\w)['-]+|['-]+(?!\w)", " ", text)
     return re.sub(r"\s+", " ", text).strip(" ,'-")
 
 
@@ -109,6 +122,15 @@ def _strip_trailing(words: list[str], table) -> list[str]:
     return words
 
 
+def _is_clear(words: list[str]) -> bool:
+    """"stop", also wrapped in fillers: "please stop", "ok, stop now"."""
+    stripped = True
+    while stripped:
+        words = [w for w in words if w != ","]
+        words, stripped = _strip_leading(words, _LEADING_FILLER)
+    return " ".join(_strip_trailing(words, _TRAILING_FILLER)) in _CLEAR
+
+
 def _noun_phrase(words: list[str]) -> list[str]:
     """Strip determiners, then cut at the first location or relative word."""
     while words and words[0] in _DETERMINERS:
@@ -127,18 +149,19 @@ def parse_command(text: str, max_chars: int = MAX_COMMAND_CHARS) -> Command:
         CommandError: the command is empty, too long, or names no object.
     """
     if not isinstance(text, str):
-        raise CommandError(f"command must be text, got {type(text).__name__}")
+        raise CommandError(f"command must be text, got {type(text).__name__}", "not_text")
     if len(text) > max_chars:
         raise CommandError(
-            f"command is {len(text)} characters long; the limit is {max_chars}"
+            f"command is {len(text)} characters long; the limit is {max_chars}", "too_long"
         )
     cleaned = _clean(text)
     if not cleaned.replace(",", "").strip():
-        raise CommandError("command is empty (no words left after removing punctuation)")
-    if cleaned.replace(",", "").strip() in _CLEAR:
+        raise CommandError("command is empty (no words left after removing punctuation)",
+                           "empty")
+    words = cleaned.replace(",", " , ").split()
+    if _is_clear(words):
         return Command(text=text, targets=())
 
-    words = cleaned.replace(",", " , ").split()
     had_verb = False
     while True:
         words, filler = _strip_leading(words, _LEADING_FILLER)
@@ -167,22 +190,22 @@ def parse_command(text: str, max_chars: int = MAX_COMMAND_CHARS) -> Command:
         if joined in _PRONOUNS:
             raise CommandError(
                 f"'{joined}' does not name an object; say what to look for, "
-                "e.g. 'pick up the hammer'"
+                "e.g. 'pick up the hammer'", "pronoun"
             )
         if len(phrase) > MAX_PHRASE_WORDS:
             raise CommandError(
                 f"target '{joined}' has {len(phrase)} words; name the object in "
-                f"at most {MAX_PHRASE_WORDS}"
+                f"at most {MAX_PHRASE_WORDS}", "too_long"
             )
         if joined not in targets:
             targets.append(joined)
 
     if not targets:
         if had_verb:
-            raise CommandError(f"'{text.strip()}' has a verb but names no object")
-        raise CommandError(f"'{text.strip()}' names no object")
+            raise CommandError(f"'{text.strip()}' has a verb but names no object", "no_object")
+        raise CommandError(f"'{text.strip()}' names no object", "no_object")
     if len(targets) > MAX_TARGETS:
         raise CommandError(
-            f"command names {len(targets)} objects; the limit is {MAX_TARGETS}"
+            f"command names {len(targets)} objects; the limit is {MAX_TARGETS}", "too_many"
         )
     return Command(text=text, targets=tuple(targets))

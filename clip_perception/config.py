@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, fields, replace
 
 DEFAULT_TEMPLATES = (
@@ -12,10 +13,20 @@ DEFAULT_TEMPLATES = (
 )
 DEFAULT_BACKGROUNDS = ("table", "wall", "floor", "shelf", "background", "clutter")
 DEFAULT_NEUTRAL = "object"
+SINGLE_PASS_STRIDE = 0.5
 
 
 class ConfigError(ValueError):
     """A setting is out of range; the message names it."""
+
+
+def _is_template(template) -> bool:
+    """Exactly one ``{}`` field and nothing else that ``str.format`` would choke on."""
+    try:
+        fields_ = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except (TypeError, ValueError):  # not a string, or a lone brace
+        return False
+    return fields_ == [""]
 
 
 @dataclass(frozen=True)
@@ -50,17 +61,19 @@ class DetectorConfig:
     crop_budget: int = 86
     refine_stages: int = 2
     heatmap_stride: int = 8
-    box_alpha: float = 0.5
+    box_alpha: float = 0.3
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "prompt_templates", tuple(self.prompt_templates))
-        object.__setattr__(self, "background_prompts", tuple(self.background_prompts))
+        for name in ("prompt_templates", "background_prompts"):
+            value = getattr(self, name)  # a lone string is one prompt, not its characters
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         object.__setattr__(self, "window_scales", tuple(float(s) for s in self.window_scales))
         if not self.prompt_templates:
             raise ConfigError("prompt_templates is empty; give at least one, e.g. 'a photo of a {}.'")
         for template in self.prompt_templates:
-            if template.count("{}") != 1:
-                raise ConfigError(f"prompt template {template!r} must contain '{{}}' exactly once")
+            if not _is_template(template):
+                raise ConfigError(f"prompt template {template!r} must contain '{{}}' exactly once "
+                                  "and no other braces (write '{{' for a literal brace)")
         if not self.background_prompts or not all(p.strip() for p in self.background_prompts):
             raise ConfigError(
                 "background_prompts must hold at least one non-empty prompt: with no "
@@ -85,6 +98,14 @@ class DetectorConfig:
             raise ConfigError(f"heatmap_stride {self.heatmap_stride} is outside [1, 64]")
         if not 0.0 < self.box_alpha < 1.0:
             raise ConfigError(f"box_alpha {self.box_alpha} is outside (0, 1)")
+
+    def single_pass(self) -> "DetectorConfig":
+        """The classic one-pass grid: no refinement, windows at half-window stride.
+
+        At 640x480 with the default scales that is 86 crops, the budget the
+        refined pipeline must stay within.
+        """
+        return self.with_changes(refine=False, window_stride=SINGLE_PASS_STRIDE)
 
     def with_changes(self, **changes) -> "DetectorConfig":
         """A validated copy with ``changes`` applied."""

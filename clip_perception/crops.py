@@ -15,20 +15,20 @@ from torchvision.ops import roi_align
 
 from .image_formats import Frame
 
-_RGB_INDEX = {"rgb": (0, 1, 2), "rgba": (0, 1, 2), "bgr": (2, 1, 0), "bgra": (2, 1, 0)}
-
 
 class FrameUploader:
     """Moves frames to ``device`` as ``[1, 3, H, W]`` float32 RGB in [0, 1].
 
     The host buffer is wrapped without a copy. On CUDA the bytes go through a
     pinned staging buffer, reused while the frame size stays the same, and the
-    upload is asynchronous.
+    upload is asynchronous; the next frame waits for it before reusing the
+    buffer.
     """
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
         self._pinned: torch.Tensor | None = None
+        self._uploaded = None  # torch.cuda.Event: the last upload has left the buffer
 
     def _host_tensor(self, frame: Frame) -> torch.Tensor:
         with warnings.catch_warnings():
@@ -38,24 +38,34 @@ class FrameUploader:
     def __call__(self, frame: Frame) -> torch.Tensor:
         host = self._host_tensor(frame)
         if self.device.type == "cuda":
+            if self._uploaded is not None:
+                self._uploaded.synchronize()
             if self._pinned is None or self._pinned.shape != host.shape:
                 self._pinned = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
             self._pinned.copy_(host)
             pixels = self._pinned.to(self.device, non_blocking=True)
+            self._uploaded = torch.cuda.Event()
+            self._uploaded.record(torch.cuda.current_stream(self.device))
         else:
             pixels = host.to(self.device)
         pixels = pixels.permute(2, 0, 1)  # C H W, still a view
         if frame.order == "mono":
             pixels = pixels.expand(3, -1, -1)
-        else:
-            index = torch.tensor(_RGB_INDEX[frame.order], device=self.device)
-            pixels = pixels.index_select(0, index)
+        else:  # on the device, without an index tensor to upload (a host sync on CUDA)
+            pixels = pixels[:3]
+            if frame.order.startswith("bgr"):
+                pixels = pixels.flip(0)
         return pixels.unsqueeze(0).float().div_(255.0)
 
 
 def boxes_tensor(boxes: np.ndarray, device: torch.device) -> torch.Tensor:
-    """``[K, 4]`` pixel boxes -> ``[K, 5]`` roi_align rows (batch index 0)."""
-    rois = torch.zeros((len(boxes), 5), dtype=torch.float32)
+    """``[K, 4]`` pixel boxes -> ``[K, 5]`` roi_align rows (batch index 0).
+
+    Staged in pinned memory for CUDA: a copy from pageable memory would wait
+    for the work already queued on the stream.
+    """
+    device = torch.device(device)
+    rois = torch.zeros((len(boxes), 5), dtype=torch.float32, pin_memory=device.type == "cuda")
     rois[:, 1:] = torch.from_numpy(np.asarray(boxes, dtype=np.float32))
     return rois.to(device, non_blocking=True)
 

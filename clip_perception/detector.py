@@ -59,6 +59,7 @@ class Detection:
     crops: int = 0
     heatmaps: list[np.ndarray] = field(default_factory=list, repr=False)
     heatmap_cell: int = 1
+    refined: bool = False  # a finer pass ran (False when the coarse grid used the budget)
 
     @property
     def present(self) -> bool:
@@ -128,9 +129,18 @@ class Detector:
     @torch.inference_mode()
     def _score(self, image: torch.Tensor, boxes: np.ndarray, classes: torch.Tensor,
                n_targets: int) -> tuple[np.ndarray, np.ndarray]:
-        """One roi_align and one encoder pass over ``boxes``: (probs, evidence), ``[K, T]``."""
-        crops = crop_windows(image, boxes, self.input_size)
-        embeddings = self.encoder.encode_images(crops)
+        """One roi_align and one encoder pass over ``boxes``: (probs, evidence), ``[K, T]``.
+
+        An encoder with ``normalize`` gets the frame normalised before cropping
+        (exact: roi_align's sample weights sum to 1), which costs one frame
+        rather than K crops.
+        """
+        normalize = getattr(self.encoder, "normalize", None)
+        if normalize is None:
+            embeddings = self.encoder.encode_images(crop_windows(image, boxes, self.input_size))
+        else:
+            crops = crop_windows(normalize(image), boxes, self.input_size)
+            embeddings = self.encoder.encode_normalized(crops)
         probs, evidence = target_scores(embeddings, classes, n_targets, self.logit_scale)
         return (probs.cpu().numpy().astype(np.float64),
                 evidence.cpu().numpy().astype(np.float64))
@@ -217,7 +227,8 @@ class Detector:
                 best_window=hits[t],
                 window_scores=scores,
             ))
-        return Detection(results, windows, width, height, crops, heatmaps, cell)
+        return Detection(results, windows, width, height, crops, heatmaps, cell,
+                         refined=any(passes))
 
     @staticmethod
     def _compose_heatmap(windows, scores, passes, width, height, cell) -> np.ndarray:

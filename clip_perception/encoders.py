@@ -4,7 +4,8 @@ An encoder has ``input_size`` (int), ``encode_images(images)`` taking a float
 tensor ``[N, 3, S, S]`` of RGB in ``[0, 1]`` on its device and returning
 ``[N, D]``, ``encode_texts(list[str])`` returning ``[M, D]``, and optionally
 ``logit_scale`` (default 100). Embeddings need not be normalised; the
-pipeline does that.
+pipeline does that. An encoder that also has ``normalize(images)`` and
+``encode_normalized(x)`` gets the frame normalised once before cropping.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -80,52 +82,115 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+_ATTENTION_TENSORS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                      "in_proj_bias", "bias_k", "bias_v")
+
+
+def cast_matmul_weights(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast conv, linear and attention weights and CLIP's projections to ``dtype``, in place.
+
+    What ``clip.model.convert_weights`` does for fp16, for any dtype. Layer
+    norms and embeddings stay fp32: CLIP's LayerNorm computes in fp32 and
+    rejects low-precision parameters.
+    """
+
+    def cast(module: torch.nn.Module) -> None:
+        tensors = []
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+            tensors += [module.weight, module.bias]
+        if isinstance(module, torch.nn.MultiheadAttention):
+            tensors += [getattr(module, name) for name in _ATTENTION_TENSORS]
+        tensors += [getattr(module, name, None) for name in ("text_projection", "proj")]
+        for tensor in tensors:
+            if isinstance(tensor, torch.Tensor):
+                tensor.data = tensor.data.to(dtype)
+
+    model.apply(cast)
+
+
 class ClipEncoder:
     """OpenAI CLIP behind the :class:`Encoder` interface.
 
     Pixel normalisation (CLIP's mean and std) happens here, on the device.
-    fp16 runs the model in half precision (as ``clip.load`` does on CUDA);
-    bf16 uses autocast so layer norms and softmax stay in fp32.
+    Conv, linear and attention weights are stored in ``dtype`` once, so no
+    call casts them again; layer norms stay fp32. fp16 runs like ``clip.load``
+    on CUDA; bf16 also runs under autocast, so softmax stays fp32 (the result
+    equals autocast over fp32 weights).
+
+    Besides :meth:`encode_images`, the pipeline may call :meth:`normalize` on
+    the whole frame and :meth:`encode_normalized` on crops cut from it.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
-        self.model = model.eval()
+        self.model = model.eval().float()
         self.device = device
         self.dtype = dtype
-        if dtype == torch.float16:
-            self.model.half()
-            self._weight_dtype = torch.float16
-        else:
-            self.model.float()
-            self._weight_dtype = torch.float32
+        if dtype != torch.float32:
+            cast_matmul_weights(self.model, dtype)
         self.input_size = int(model.visual.input_resolution)
         self.logit_scale = float(min(model.logit_scale.detach().exp().item(), 100.0))
         self._mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+        self._image_tower = self.model.encode_image
+        self._pad_to = 1
 
-    def _autocast(self):
+    def precision(self) -> contextlib.AbstractContextManager:
+        """The context every forward pass runs in: bf16 autocast, else nothing."""
         if self.dtype == torch.bfloat16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def compile(self, cuda_graphs: bool = False, backend: str = "inductor",
+                pad_to: int = 8) -> None:
+        """Compile the image tower with ``torch.compile`` (static shapes).
+
+        One graph per batch size (``dynamic=False``). Batches of ``pad_to``
+        crops or more are zero-padded to a multiple of it, so the varying
+        window counts of refinement passes share a few graphs; smaller ones
+        (one window at a time) run as they are. ``cuda_graphs`` replays CUDA
+        graphs (``mode="reduce-overhead"``, inductor backend only). Off by
+        default: compiling takes a while on the first frames.
+        """
+        mode = "reduce-overhead" if cuda_graphs else None
+        self._image_tower = torch.compile(self.model.encode_image, backend=backend,
+                                          mode=mode, dynamic=False)
+        self._pad_to = max(1, int(pad_to))
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] -> CLIP-normalised float32, any ``[N, 3, H, W]``."""
+        return (images.float() - self._mean) / self._std
+
     @torch.inference_mode()
+    def encode_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``[N, 3, S, S]`` -> float32 ``[N, D]`` (a tensor of its own)."""
+        n = x.shape[0]
+        x = x.to(self.dtype)
+        pad = -n % self._pad_to if n >= self._pad_to else 0
+        if pad:
+            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+        with self.precision():
+            out = self._image_tower(x)
+        # a copy: a CUDA graph overwrites its output on the next replay
+        return out[:n].to(torch.float32, copy=True)
+
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        x = ((images.float() - self._mean) / self._std).to(self._weight_dtype)
-        with self._autocast():
-            return self.model.encode_image(x).float()
+        return self.encode_normalized(self.normalize(images))
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         import clip
 
         tokens = clip.tokenize(list(texts), truncate=True).to(self.device)
-        with self._autocast():
+        with self.precision():
             return self.model.encode_text(tokens).float()
 
 
 def _clip_module():
     try:
-        import clip  # noqa: F401  (openai-clip; imports pkg_resources)
+        with warnings.catch_warnings():  # clip imports the deprecated pkg_resources
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import clip
     except ImportError as exc:
         raise ModelLoadError(
             f"OpenAI CLIP is not importable ({exc}); install it with "
@@ -139,6 +204,32 @@ def default_download_root() -> str:
     return os.path.expanduser(os.path.join("~", ".cache", "clip"))
 
 
+def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    """The state dict of a local CLIP checkpoint: OpenAI's TorchScript archive or a
+    plain (possibly ``{"state_dict": ...}``-wrapped) state dict."""
+    try:
+        with warnings.catch_warnings():  # torch.jit.load is deprecated in recent torch
+            warnings.simplefilter("ignore")
+            return torch.jit.load(path, map_location="cpu").state_dict()
+    except RuntimeError:
+        pass  # not a TorchScript archive
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or "visual.conv1.weight" not in state:
+        raise ValueError("the file holds no CLIP state dict (no visual.conv1.weight)")
+    return state
+
+
+def build_clip(state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The CLIP architecture the weights describe, holding them at full precision."""
+    from clip.model import build_model
+
+    model = build_model(dict(state)).float()  # build_model rounds weights to fp16...
+    model.load_state_dict(state)              # ...so load them again as they are
+    return model.eval()
+
+
 def load_clip(
     model: str,
     device: torch.device,
@@ -147,36 +238,38 @@ def load_clip(
 ) -> ClipEncoder:
     """Load CLIP by name (``ViT-B/32``...) or from a local checkpoint file.
 
-    A checkpoint may be OpenAI's JIT archive or a plain state dict; both go
-    through ``clip.load``, which also builds the architecture from the weights.
+    Named models come from ``clip.load`` (from ``download_root``, or
+    downloaded there). Local files may be OpenAI's TorchScript archives or
+    plain state dicts; the architecture is built from the weights.
     """
     clip = _clip_module()
     root = download_root or default_download_root()
     path = os.path.expanduser(model)
-    if os.path.isfile(path):
-        source = path
-    elif model in clip.available_models():
-        source = model  # clip.load uses the file in `root`, or downloads it there
-    else:
-        looks_like_path = os.sep in model or model.endswith((".pt", ".pth", ".bin"))
-        if looks_like_path:
+    try:
+        if os.path.isfile(path):
+            net = build_clip(read_checkpoint(path))
+        elif model in clip.available_models():
+            net, _ = clip.load(model, device="cpu", jit=False, download_root=root)
+        elif model.startswith(("/", ".", "~")) or model.endswith((".pt", ".pth", ".bin")):
             raise ModelLoadError(
                 f"model checkpoint '{model}' does not exist; give the path of a CLIP "
-                "checkpoint (.pt) on this machine"
-            )
-        raise ModelLoadError(
-            f"unknown model '{model}'; use one of {', '.join(clip.available_models())}, "
-            "the path of a local CLIP checkpoint, or 'module:factory' for your own encoder"
-        )
-    try:
-        net, _ = clip.load(source, device="cpu", jit=False, download_root=root)
+                "checkpoint (.pt) on this machine")
+        else:
+            raise ModelLoadError(
+                f"unknown model '{model}'; use one of {', '.join(clip.available_models())}, "
+                "the path of a local CLIP checkpoint, or 'module:factory' for your own encoder")
+    except ModelLoadError:
+        raise
     except Exception as exc:  # network, corrupt file, wrong architecture
-        hint = (
-            f"could not load CLIP model '{model}': {exc}. "
-            f"Named models are downloaded to {root} on first use; on an offline robot, "
-            "copy the checkpoint there (e.g. ViT-B-32.pt) or set model:=/path/to/ViT-B-32.pt"
-        )
-        raise ModelLoadError(hint) from exc
+        if os.path.isfile(path):
+            hint = "Check that the file is a CLIP checkpoint (OpenAI .pt or a state dict)."
+        else:
+            file = os.path.basename(clip.clip._MODELS[model])
+            hint = (f"Named models are downloaded to {root} on first use. Offline, copy "
+                    f"{file} there from a machine with network access, or give its path: "
+                    f"model:=/path/to/{file}")
+        reason = str(exc) or type(exc).__name__
+        raise ModelLoadError(f"could not load CLIP model '{model}': {reason}. {hint}") from exc
     return ClipEncoder(net.to(device), device, dtype)
 
 

@@ -101,10 +101,7 @@ def evaluate(detector: Detector, scenes: Iterable[Scene], name: str,
 
 def compare(encoder, scenes: list[Scene], config: DetectorConfig) -> list[Report]:
     """The single best window of the one-pass default grid vs the refined region."""
-    single = DetectorConfig(refine=False, presence_threshold=config.presence_threshold,
-                            prompt_templates=config.prompt_templates,
-                            background_prompts=config.background_prompts,
-                            neutral_prompt=config.neutral_prompt)
+    single = config.single_pass()
     return [
         evaluate(Detector(encoder, single), scenes, "best_window", use_best_window=True),
         evaluate(Detector(encoder, config), scenes, "refined"),

@@ -97,4 +97,12 @@ def refine_windows(box: tuple[int, int, int, int], width: int, height: int, budg
         boxes = grid(region, side, stride)
         if len(boxes) <= budget:
             return boxes
-    return boxes[:budget]
+    # Even the sparsest grid is over budget: larger windows, so that the grid still
+    # covers the whole region (cutting the list would cover only its top rows).
+    short = min(region[2] - region[0], region[3] - region[1])
+    while len(boxes) > budget and side < short:
+        side = min(short, math.ceil(side * 1.25))
+        boxes = grid(region, side, 1.0)
+    if len(boxes) > budget:  # a long thin region: spread the windows along it
+        boxes = boxes[((np.arange(budget) + 0.5) * len(boxes) / budget).astype(int)]
+    return boxes

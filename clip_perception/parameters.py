@@ -1,0 +1,91 @@
+"""The node's parameters: names, defaults, descriptions and ranges, in one table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from .config import DEFAULT_BACKGROUNDS, DEFAULT_NEUTRAL, DEFAULT_TEMPLATES, DetectorConfig
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter; ``read_only`` ones are fixed once the node starts."""
+
+    name: str
+    default: object
+    description: str
+    read_only: bool = False
+    bounds: tuple[float, float] | None = None
+
+
+_D = DetectorConfig()
+PARAMS: tuple[Param, ...] = (
+    Param("model", "ViT-B/32", "CLIP model name (ViT-B/32, ViT-B/16, RN50, ...), path of a "
+          "local checkpoint, or module:factory of your own encoder", read_only=True),
+    Param("model_download_root", "", "where named models are cached ('' = ~/.cache/clip)",
+          read_only=True),
+    Param("device", "auto", "auto | cpu | cuda | cuda:N", read_only=True),
+    Param("precision", "auto", "auto (fp16 on CUDA, bf16 on CPUs with native bf16, else "
+          "fp32) | fp32 | fp16 | bf16", read_only=True),
+    Param("target", "", "what to look for; a phrase or a command such as 'pick up the hammer'"),
+    Param("max_command_length", 500, "longest command accepted, in characters",
+          bounds=(1, 10000)),
+    Param("prompt_templates", list(DEFAULT_TEMPLATES), "prompt ensemble; {} is the phrase"),
+    Param("background_prompts", list(DEFAULT_BACKGROUNDS),
+          "scene words every target competes against in the softmax"),
+    Param("neutral_prompt", DEFAULT_NEUTRAL, "generic class that absorbs windows matching "
+          "no prompt well"),
+    Param("presence_threshold", _D.presence_threshold, "target probability at which an "
+          "object counts as present", bounds=(0.01, 0.99)),
+    Param("window_scales", list(_D.window_scales), "window sides as fractions of the frame's "
+          "short side"),
+    Param("window_stride", _D.window_stride, "step between windows as a fraction of the "
+          "window side", bounds=(0.05, 1.0)),
+    Param("include_full_frame", _D.include_full_frame, "also score the whole frame"),
+    Param("refine", _D.refine, "finer passes of windows around the best hit"),
+    Param("refine_stages", _D.refine_stages, "number of finer passes", bounds=(0, 4)),
+    Param("crop_budget", _D.crop_budget, "most crops encoded per frame, all passes together",
+          bounds=(1, 4096)),
+    Param("heatmap_stride", _D.heatmap_stride, "pixels per heatmap cell", bounds=(1, 64)),
+    Param("box_alpha", _D.box_alpha, "probability a heatmap cell must exceed to join the "
+          "region", bounds=(0.01, 0.99)),
+    Param("publish_debug_image", True, "publish debug_image while someone subscribes"),
+    Param("publish_heatmap", True, "publish heatmap while someone subscribes"),
+    Param("image_reliability", "best_effort", "image subscription QoS: best_effort (works "
+          "with every publisher) or reliable", read_only=True),
+    Param("image_qos_depth", 1, "image subscription queue depth", read_only=True,
+          bounds=(1, 100)),
+    Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=True,
+          bounds=(0.1, 60.0)),
+    Param("autostart", True, "configure and activate at start; false waits for a "
+          "lifecycle manager", read_only=True),
+)
+BY_NAME = {p.name: p for p in PARAMS}
+DETECTOR_FIELDS = (
+    "prompt_templates", "background_prompts", "neutral_prompt", "presence_threshold",
+    "window_scales", "window_stride", "include_full_frame", "refine", "refine_stages",
+    "crop_budget", "heatmap_stride", "box_alpha",
+)
+
+
+def descriptor(param: Param) -> ParameterDescriptor:
+    """A ParameterDescriptor carrying the description, read-only flag and range."""
+    desc = ParameterDescriptor(description=param.description, read_only=param.read_only)
+    if param.bounds is not None:
+        low, high = param.bounds
+        if isinstance(param.default, int):
+            desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(low),
+                                                            to_value=float(high), step=0.0)]
+    return desc
+
+
+def detector_config(values: dict) -> DetectorConfig:
+    """A validated DetectorConfig from parameter values (raises ConfigError)."""
+    kwargs = {name: values[name] for name in DETECTOR_FIELDS}
+    for name in ("prompt_templates", "background_prompts", "window_scales"):
+        kwargs[name] = tuple(kwargs[name])
+    return DetectorConfig(**kwargs)

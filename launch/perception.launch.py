@@ -1,0 +1,149 @@
+"""Start the clip_perception node.
+
+    ros2 launch clip_perception perception.launch.py image_topic:=/camera/image_raw target:=mug
+    ros2 launch clip_perception perception.launch.py model:=ViT-B/16 device:=cuda
+    ros2 launch clip_perception perception.launch.py use_sim_time:=true  # `ros2 bag play --clock`
+
+Parameters come from params_file (the installed config/perception.yaml unless
+given); model, device and target override it only when given (an empty
+argument keeps the file's value). image_topic and command_topic remap the
+node's relative `image` and `command` topics; inside a namespace, relative names
+resolve under it.
+
+large_frames: the node publishes frame-sized images (debug_image, heatmap), which
+Fast DDS's default 512 KiB shared-memory segment cannot carry to other processes.
+'auto' (default) gives the node config/fastdds_large_frames.xml unless
+FASTRTPS_DEFAULT_PROFILES_FILE / FASTDDS_DEFAULT_PROFILES_FILE is already set;
+'true' always, 'false' never. The camera driver's process needs the profile too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = 'clip_perception'
+NODE_NAME = 'clip_perception'  # the key in config/perception.yaml
+TRUE_WORDS = ('true', '1')
+FALSE_WORDS = ('false', '0')
+PROFILE_VARS = ('FASTRTPS_DEFAULT_PROFILES_FILE',  # Fast DDS 2.x (Humble, Jazzy)
+                'FASTDDS_DEFAULT_PROFILES_FILE')   # Fast DDS 3.x (Kilted on)
+
+
+def package_share() -> Path:
+    """share/clip_perception (the source tree when the package is not installed)."""
+    try:
+        return Path(get_package_share_directory(PACKAGE))
+    except (LookupError, OSError, ValueError):  # not in the ament index: a source checkout
+        return Path(__file__).resolve().parent.parent
+
+
+def default_params_file() -> str:
+    """The installed config/perception.yaml."""
+    return str(package_share() / 'config' / 'perception.yaml')
+
+
+def large_frames_env(choice: str, environ: Mapping[str, str], profile: str) -> dict[str, str]:
+    """Environment for the node that loads the large-frame Fast DDS profile, or {}."""
+    word = choice.strip().lower()
+    if word == 'auto':
+        use = not any(environ.get(name) for name in PROFILE_VARS)
+    else:
+        use = parse_bool('large_frames', choice)
+    return {name: profile for name in PROFILE_VARS} if use else {}
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """A launch argument as a bool: true/false or 1/0, any case."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"launch argument {name}:='{text}' must be true or false")
+
+
+def parameter_overrides(model: str, device: str, target: str,
+                        use_sim_time: str) -> dict[str, object]:
+    """Parameters that launch arguments set on top of the params file.
+
+    An empty model, device or target is no override; use_sim_time is always set.
+    """
+    overrides: dict[str, object] = {'use_sim_time': parse_bool('use_sim_time', use_sim_time)}
+    for name, value in (('model', model), ('device', device), ('target', target)):
+        if value.strip():
+            overrides[name] = value.strip()
+    return overrides
+
+
+def launch_setup(context, *args, **kwargs) -> list:
+    """Build the Node from the launch arguments' values (OpaqueFunction callback)."""
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    overrides = parameter_overrides(arg('model'), arg('device'), arg('target'),
+                                    arg('use_sim_time'))
+    profile = str(package_share() / 'config' / 'fastdds_large_frames.xml')
+    env = large_frames_env(arg('large_frames'), os.environ, profile)
+    return [
+        Node(
+            package=PACKAGE,
+            executable='perception_node',
+            name=NODE_NAME,
+            namespace=arg('namespace'),
+            parameters=[arg('params_file'), overrides],
+            remappings=[('image', arg('image_topic')), ('command', arg('command_topic'))],
+            arguments=['--ros-args', '--log-level', arg('log_level')],
+            additional_env=env,
+            output='screen',
+            emulate_tty=True,
+        ),
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    """Launch arguments and the node."""
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            'namespace', default_value='',
+            description='Namespace of the node and its relative topics'),
+        DeclareLaunchArgument(
+            'image_topic', default_value='image',
+            description='Camera topic (sensor_msgs/Image), e.g. /camera/image_raw'),
+        DeclareLaunchArgument(
+            'command_topic', default_value='command',
+            description="Topic of commands (std_msgs/String), e.g. 'find the red mug'"),
+        DeclareLaunchArgument(
+            'params_file', default_value=default_params_file(),
+            description='Parameter file; its top-level key must be the node name '
+                        f'({NODE_NAME})'),
+        DeclareLaunchArgument(
+            'model', default_value='',
+            description="CLIP model (ViT-B/32, ...), checkpoint path or module:factory; "
+                        "'' keeps params_file's value"),
+        DeclareLaunchArgument(
+            'device', default_value='',
+            description="auto | cpu | cuda | cuda:N; '' keeps params_file's value"),
+        DeclareLaunchArgument(
+            'target', default_value='',
+            description="What to look for at start; '' keeps params_file's value"),
+        DeclareLaunchArgument(
+            'use_sim_time', default_value='false',
+            description='true: use /clock (e.g. from `ros2 bag play --clock`)'),
+        DeclareLaunchArgument(
+            'large_frames', default_value='auto',
+            description='auto | true | false: give the node the Fast DDS profile for '
+                        'frame-sized messages (auto: unless a profile is already set)'),
+        DeclareLaunchArgument(
+            'log_level', default_value='info',
+            choices=['debug', 'info', 'warn', 'error', 'fatal'],
+            description='Logging level of the node'),
+        OpaqueFunction(function=launch_setup),
+    ])

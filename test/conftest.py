@@ -1,0 +1,34 @@
+"""Shared test setup. DDS stays on loopback: every ROS process the tests start
+gets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and its own ROS_DOMAIN_ID."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # ros_harness, slow_encoder
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.pop("ROS_LOCALHOST_ONLY", None)
+os.environ.setdefault("ROS_DOMAIN_ID", "42")
+# Frames the tests publish are larger than Fast DDS's default shared-memory segment.
+from clip_perception.dds_profile import env_with_profile  # noqa: E402
+
+os.environ.update(env_with_profile(os.environ))
+
+# Domains for node tests: a block per pytest process so parallel runs do not meet.
+_DOMAIN_BASE = int(os.environ.get("CLIP_PERCEPTION_TEST_DOMAIN_BASE",
+                                  str(100 + (os.getpid() % 8) * 16)))
+_domains = itertools.count(_DOMAIN_BASE)
+
+
+@pytest.fixture
+def ros_domain() -> int:
+    """A ROS_DOMAIN_ID of this test's own."""
+    domain = next(_domains)
+    assert domain <= 232, "Fast DDS domain ids end at 232"
+    return domain

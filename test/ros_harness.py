@@ -1,0 +1,183 @@
+"""Test harness for the node over real DDS: a node process and a probe node.
+
+Every process gets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and the test's
+own ROS_DOMAIN_ID, so discovery never leaves loopback. Frames are published
+with the package's Fast DDS profile (large shared-memory segment).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DIR = Path(__file__).resolve().parent
+COLOR_MODEL = "clip_perception.color_encoder:factory"
+SLOW_MODEL = "slow_encoder:factory"  # test/slow_encoder.py
+
+
+def ros_env(domain: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a ROS process of this test: loopback only, own domain."""
+    from clip_perception.dds_profile import env_with_profile
+
+    env = env_with_profile(dict(os.environ))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(domain)
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), str(TEST_DIR), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["RCUTILS_COLORIZED_OUTPUT"] = "0"
+    env.update(extra or {})
+    return env
+
+
+class NodeProcess:
+    """``python -m clip_perception.perception_node`` in its own process."""
+
+    def __init__(self, domain: int, log_path: Path, params: dict[str, object] | None = None,
+                 env: dict[str, str] | None = None, remaps: dict[str, str] | None = None):
+        args = [sys.executable, "-m", "clip_perception.perception_node", "--ros-args"]
+        for old, new in (remaps or {}).items():
+            args += ["-r", f"{old}:={new}"]
+        for key, value in {"model": COLOR_MODEL, **(params or {})}.items():
+            if isinstance(value, bool):
+                value = str(value).lower()
+            elif isinstance(value, (list, tuple)):
+                value = "[" + ",".join(repr(v) if isinstance(v, str) else str(v)
+                                       for v in value) + "]"
+            args += ["-p", f"{key}:={value}"]
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, env=ros_env(domain, env), stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=str(REPO))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+class Probe:
+    """A test-side node in its own rclpy context: publishes inputs, records outputs."""
+
+    def __init__(self, domain: int, namespace: str = "/"):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image, RegionOfInterest
+        from std_msgs.msg import Bool, String
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node("probe", namespace=namespace, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = defaultdict(list)
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        for topic, cls, qos in (("detected", Bool, reliable), ("region", RegionOfInterest, reliable),
+                                ("debug_image", Image, reliable), ("heatmap", Image, reliable),
+                                ("targets", String, latched),
+                                ("/diagnostics", DiagnosticArray, reliable)):
+            self.node.create_subscription(cls, topic, self._recorder(topic), qos)
+        self.image_pub = self.node.create_publisher(
+            Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self.command_pub = self.node.create_publisher(String, "command", reliable)
+        self._Image, self._String = Image, String
+
+    def _recorder(self, topic: str) -> Callable:
+        def record(msg) -> None:
+            self.received[topic].append((time.monotonic(), msg))
+        return record
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    def wait_for_node(self, timeout: float = 30.0) -> bool:
+        """Until the node's command and image subscriptions are matched."""
+        return self.spin_until(lambda: self.command_pub.get_subscription_count() > 0
+                               and self.image_pub.get_subscription_count() > 0, timeout)
+
+    def latest(self, topic: str):
+        return self.received[topic][-1][1] if self.received[topic] else None
+
+    def targets(self) -> str | None:
+        msg = self.latest("targets")
+        return None if msg is None else msg.data
+
+    def command(self, text: str, expect_targets: str | None = None, timeout: float = 10.0) -> bool:
+        """Publish a command; if ``expect_targets`` is given, wait until the node says so."""
+        self.command_pub.publish(self._String(data=text))
+        if expect_targets is None:
+            return True
+        return self.spin_until(lambda: self.targets() == expect_targets, timeout)
+
+    def image(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera",
+              encoding: str = "rgb8") -> None:
+        msg = self.make_image(rgb, stamp_ns, frame_id, encoding)
+        self.image_pub.publish(msg)
+
+    def make_image(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera",
+                   encoding: str = "rgb8"):
+        h, w = rgb.shape[:2]
+        channels = 1 if rgb.ndim == 2 else rgb.shape[2]
+        msg = self._Image(height=h, width=w, encoding=encoding, is_bigendian=0,
+                          step=w * channels, data=np.ascontiguousarray(rgb).tobytes())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 10**9)
+        msg.header.frame_id = frame_id
+        return msg
+
+    def counters(self) -> dict[str, str]:
+        """The node's counters from its latest /diagnostics message."""
+        msg = self.latest("/diagnostics")
+        if msg is None or not msg.status:
+            return {}
+        return {kv.key: kv.value for kv in msg.status[0].values}
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec

@@ -1,0 +1,71 @@
+"""The evaluation tool: AUROC, quality on generated scenes, and the command line."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from clip_perception.color_encoder import ColorEncoder
+from clip_perception.config import DetectorConfig
+from clip_perception.evaluate import auroc, compare, main
+from clip_perception.scenes import scene_set
+from clip_perception.windows import count_windows
+
+
+@pytest.mark.parametrize("positive, negative, expected", [
+    ([0.9, 0.8, 0.7], [0.1, 0.2], 1.0),  # perfect
+    ([0.1, 0.2], [0.9, 0.8, 0.7], 0.0),  # inverted
+    ([0.5, 0.5], [0.5, 0.5, 0.5], 0.5),  # all tied
+    ([0.5, 0.9], [0.5, 0.1], 3.5 / 4),  # one tie of four pairs counts half
+    ([0.3, 0.6], [0.4], 0.5),
+])
+def test_auroc(positive, negative, expected) -> None:
+    assert auroc(positive, negative) == pytest.approx(expected)
+
+
+def test_auroc_needs_both_classes() -> None:
+    assert math.isnan(auroc([], [0.1]))
+    assert math.isnan(auroc([0.9], []))
+
+
+def test_quality_on_generated_scenes() -> None:
+    width, height = 256, 192
+    scenes = scene_set(24, seed=2, width=width, height=height, size_range=(24, 56))
+    assert sum(s.target_box is None for s in scenes) == 6  # a quarter without the target
+    config = DetectorConfig()
+    best_window, refined = compare(ColorEncoder("cpu", input_size=32), scenes, config)
+    assert best_window.name == "best_window" and refined.name == "refined"
+    assert best_window.scenes == refined.scenes == 24
+
+    assert refined.presence_accuracy >= 0.9
+    assert refined.auroc >= 0.95
+    assert refined.pointing >= 0.9
+    assert refined.iou50 >= 0.8
+    assert refined.mean_iou >= 0.6
+    assert refined.crops_per_frame <= config.crop_budget
+
+    assert best_window.pointing >= 0.8
+    assert refined.mean_iou > best_window.mean_iou
+    single = config.single_pass()
+    assert best_window.crops_per_frame == count_windows(
+        width, height, single.window_scales, single.window_stride, single.include_full_frame)
+
+
+def test_main_prints_both_reports(capsys) -> None:
+    assert main(["--scenes", "4", "--size", "160x120", "--device", "cpu", "--seed", "0",
+                 "--threshold", "0.4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("model=clip_perception.color_encoder:factory")
+    assert "scenes=4" in lines[0] and "size=160x120" in lines[0] and "threshold=0.4" in lines[0]
+    assert lines[1].startswith("best_window") and lines[2].startswith("refined")
+    for line in lines[1:]:
+        for field in ("scenes=4", "presence_acc=", "auroc=", "pointing=", "iou50=",
+                      "mean_iou=", "crops/frame=", "s/frame="):
+            assert field in line
+
+
+def test_main_rejects_bad_arguments() -> None:
+    with pytest.raises(SystemExit):
+        main(["--scenes", "many"])

@@ -1,0 +1,498 @@
+"""launch/perception.launch.py: its arguments, the Node it builds, and that node running.
+
+Two kinds of test live here:
+
+* Where launch, launch_ros and launch_testing are installed (a ROS 2 distro),
+  this module is a launch_testing test: ``generate_test_description`` starts the
+  launch file with the colour encoder and ``TestLaunchedNode`` checks the node
+  comes up, latches its target and answers a command and a frame.
+* Everywhere, ``TestLaunchFile*`` load the launch file against small stand-ins
+  for launch / launch_ros / ament_index_python (given to the file through its own
+  ``__import__``, so ``sys.modules`` is never touched) that record constructor
+  arguments, and check the declared arguments, the Node and the OpaqueFunction's
+  mapping of arguments to parameters. ``TestNodeFromLaunchFile`` then runs the
+  real node with the command line launch_ros would build from that Node.
+
+Written as unittest classes so they also run as launch_testing's active tests.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import unittest
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = REPO / "launch" / "perception.launch.py"
+PARAMS_FILE = REPO / "config" / "perception.yaml"
+COLOR_MODEL = "clip_perception.color_encoder:factory"
+RED = (220, 40, 40)  # clip_perception.color_encoder.PALETTE["red"]
+LAUNCH_TEST_DOMAIN = 49  # ROS_DOMAIN_IDs of this file
+HERE_DOMAIN = 48
+DEFAULTS = {
+    "namespace": "",
+    "image_topic": "image",
+    "command_topic": "command",
+    "model": "",
+    "device": "",
+    "target": "",
+    "use_sim_time": "false",
+    "large_frames": "auto",
+    "log_level": "info",
+}  # and params_file: share/clip_perception/config/perception.yaml
+
+try:  # launch_testing first: without it, `launch` could resolve to this repo's launch/ dir
+    import launch_testing
+    import launch_testing.actions
+    import launch_testing.asserts
+    import launch_ros.actions  # noqa: F401
+    import launch
+    import launch.launch_description_sources
+    HAVE_LAUNCH_TESTING = True
+except ImportError:  # pip-only environment (this repo's venv)
+    HAVE_LAUNCH_TESTING = False
+
+
+# ------------------------------------------------------------------ stand-ins for launch
+
+class Recorded:
+    """A stand-in action/substitution: keeps its constructor arguments."""
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+        self.kwargs = kwargs
+
+
+class FakeLaunchDescription(Recorded):
+    @property
+    def entities(self) -> list:
+        return list(self.args[0]) if self.args else list(self.kwargs.get("initial_entities", []))
+
+
+class FakeDeclareLaunchArgument(Recorded):
+    @property
+    def name(self) -> str:
+        return self.args[0] if self.args else self.kwargs["name"]
+
+    @property
+    def default_value(self) -> str | None:
+        return self.kwargs.get("default_value")
+
+
+class FakeOpaqueFunction(Recorded):
+    @property
+    def function(self) -> Callable:
+        return self.kwargs["function"] if "function" in self.kwargs else self.args[0]
+
+
+class FakeLaunchConfiguration(Recorded):
+    def perform(self, context) -> str:
+        """As launch's: the value the context holds for this argument."""
+        return context.launch_configurations[self.args[0]]
+
+
+class FakeNode(Recorded):
+    pass
+
+
+class FakeContext:
+    """What LaunchConfiguration.perform reads from a LaunchContext."""
+
+    def __init__(self, launch_configurations: dict[str, str]):
+        self.launch_configurations = dict(launch_configurations)
+
+
+class PackageNotFoundError(KeyError):
+    """As ament_index_python's (a KeyError)."""
+
+
+def fake_modules(share_dir: Path | None) -> dict[str, types.ModuleType]:
+    """launch, launch.actions, launch.substitutions, launch_ros.actions, ament_index_python."""
+    def module(name: str, **attrs) -> types.ModuleType:
+        mod = types.ModuleType(name)
+        mod.__dict__.update(attrs)
+        return mod
+
+    def get_package_share_directory(package: str) -> str:
+        if share_dir is None or package != "clip_perception":
+            raise PackageNotFoundError(package)
+        return str(share_dir)
+
+    mods = {
+        "launch": module("launch", LaunchDescription=FakeLaunchDescription),
+        "launch.actions": module("launch.actions", DeclareLaunchArgument=FakeDeclareLaunchArgument,
+                                 OpaqueFunction=FakeOpaqueFunction),
+        "launch.substitutions": module("launch.substitutions",
+                                       LaunchConfiguration=FakeLaunchConfiguration),
+        "launch_ros": module("launch_ros"),
+        "launch_ros.actions": module("launch_ros.actions", Node=FakeNode),
+        "ament_index_python": module("ament_index_python"),
+        "ament_index_python.packages": module(
+            "ament_index_python.packages", PackageNotFoundError=PackageNotFoundError,
+            get_package_share_directory=get_package_share_directory),
+    }
+    mods["launch"].actions = mods["launch.actions"]
+    mods["launch"].substitutions = mods["launch.substitutions"]
+    mods["launch_ros"].actions = mods["launch_ros.actions"]
+    mods["ament_index_python"].packages = mods["ament_index_python.packages"]
+    return mods
+
+
+def load_launch_file(share_dir: Path | None) -> types.ModuleType:
+    """Execute the launch file with the stand-ins as its launch modules."""
+    fakes = fake_modules(share_dir)
+    roots = {name.partition(".")[0] for name in fakes}
+    real_import = builtins.__import__
+
+    def isolated_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and name.partition(".")[0] in roots:
+            if name not in fakes:
+                raise ImportError(f"the test has no stand-in for {name}")
+            return fakes[name] if fromlist else fakes[name.partition(".")[0]]
+        return real_import(name, globals, locals, fromlist, level)
+
+    module = types.ModuleType("perception_launch_under_test")
+    module.__file__ = str(LAUNCH_FILE)
+    module.__dict__["__builtins__"] = {**vars(builtins), "__import__": isolated_import}
+    exec(compile(LAUNCH_FILE.read_text(), str(LAUNCH_FILE), "exec"), module.__dict__)
+    return module
+
+
+def describe(share_dir: Path | None = None):
+    """(module, declared arguments by name, the OpaqueFunction) of the launch file."""
+    module = load_launch_file(share_dir)
+    description = module.generate_launch_description()
+    assert isinstance(description, FakeLaunchDescription)
+    entities = description.entities
+    arguments = {e.name: e for e in entities if isinstance(e, FakeDeclareLaunchArgument)}
+    opaque = [e for e in entities if isinstance(e, FakeOpaqueFunction)]
+    assert len(opaque) == 1 and entities[-1] is opaque[0], "one OpaqueFunction, after the args"
+    return module, arguments, opaque[0]
+
+
+def node_for(overrides: dict[str, str], share_dir: Path = REPO) -> FakeNode:
+    """The Node the launch file builds for these launch arguments (others at defaults)."""
+    _, arguments, opaque = describe(share_dir)
+    values = {name: arg.default_value for name, arg in arguments.items()}
+    unknown = set(overrides) - set(values)
+    assert not unknown, f"not declared: {unknown}"
+    values.update(overrides)
+    actions = opaque.function(FakeContext(values))
+    assert len(actions) == 1 and isinstance(actions[0], FakeNode)
+    return actions[0]
+
+
+# ------------------------------------------------------------------ launch file checks
+
+class TestLaunchFileArguments(unittest.TestCase):
+    def test_declared_arguments_and_defaults(self):
+        with tempfile.TemporaryDirectory() as share:
+            _, arguments, _ = describe(Path(share))
+            self.assertEqual(set(arguments), set(DEFAULTS) | {"params_file"})
+            for name, default in DEFAULTS.items():
+                self.assertEqual(arguments[name].default_value, default, name)
+            # The installed parameter file, found through the ament index.
+            self.assertEqual(arguments["params_file"].default_value,
+                             str(Path(share) / "config" / "perception.yaml"))
+            for name, arg in arguments.items():
+                self.assertTrue(arg.kwargs.get("description"), f"{name} has no description")
+
+    def test_params_file_default_falls_back_to_source_tree(self):
+        _, arguments, _ = describe(share_dir=None)  # package not in the ament index
+        self.assertEqual(arguments["params_file"].default_value, str(PARAMS_FILE))
+        self.assertTrue(PARAMS_FILE.is_file())
+
+
+class TestLaunchFileNode(unittest.TestCase):
+    def test_node_with_default_arguments(self):
+        node = node_for({})
+        kw = node.kwargs
+        self.assertEqual(kw["package"], "clip_perception")
+        self.assertEqual(kw["executable"], "perception_node")
+        self.assertEqual(kw["name"], "clip_perception")
+        self.assertEqual(kw["namespace"], "")
+        self.assertEqual(kw["remappings"], [("image", "image"), ("command", "command")])
+        # Only use_sim_time is set on top of the file: model, device, target keep its values.
+        self.assertEqual(kw["parameters"], [str(PARAMS_FILE), {"use_sim_time": False}])
+        self.assertIs(kw["parameters"][1]["use_sim_time"], False)
+        self.assertEqual(kw["arguments"], ["--ros-args", "--log-level", "info"])
+        self.assertEqual(kw["output"], "screen")
+        self.assertTrue(kw["emulate_tty"])
+
+    def test_node_with_arguments(self):
+        node = node_for({
+            "namespace": "robot1", "image_topic": "/camera/image_raw",
+            "command_topic": "/voice/command", "params_file": "/tmp/my.yaml",
+            "model": f" {COLOR_MODEL} ", "device": "cpu", "target": "red mug",
+            "use_sim_time": "True", "log_level": "debug", "large_frames": "false",
+        })
+        kw = node.kwargs
+        self.assertEqual(kw["namespace"], "robot1")
+        self.assertEqual(kw["remappings"],
+                         [("image", "/camera/image_raw"), ("command", "/voice/command")])
+        self.assertEqual(kw["parameters"], ["/tmp/my.yaml", {
+            "use_sim_time": True, "model": COLOR_MODEL, "device": "cpu", "target": "red mug"}])
+        self.assertIs(kw["parameters"][1]["use_sim_time"], True)
+        self.assertEqual(kw["arguments"], ["--ros-args", "--log-level", "debug"])
+        self.assertEqual(kw["additional_env"], {})
+
+    def test_only_given_arguments_override(self):
+        for given, expected in [
+            ({"model": "ViT-B/16"}, {"use_sim_time": False, "model": "ViT-B/16"}),
+            ({"device": "cuda:1"}, {"use_sim_time": False, "device": "cuda:1"}),
+            ({"model": "  ", "use_sim_time": "1"}, {"use_sim_time": True}),
+            ({"use_sim_time": "0"}, {"use_sim_time": False}),
+        ]:
+            with self.subTest(given=given):
+                self.assertEqual(node_for(given).kwargs["parameters"][1], expected)
+
+    def test_bad_use_sim_time_is_an_error(self):
+        with self.assertRaisesRegex(ValueError, "use_sim_time"):
+            node_for({"use_sim_time": "maybe"})
+
+    def test_large_frames_profile_env(self):
+        module = load_launch_file(REPO)
+        profile = "/share/config/fastdds_large_frames.xml"
+        both = {"FASTRTPS_DEFAULT_PROFILES_FILE": profile,
+                "FASTDDS_DEFAULT_PROFILES_FILE": profile}
+        env = module.large_frames_env
+        self.assertEqual(env("auto", {}, profile), both)
+        self.assertEqual(env("auto", {"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}, profile), {})
+        self.assertEqual(env("auto", {"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}, profile), {})
+        self.assertEqual(env("true", {"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}, profile),
+                         both)
+        self.assertEqual(env("false", {}, profile), {})
+        with self.assertRaises(ValueError):
+            env("sometimes", {}, profile)
+        # The node gets the installed profile, which exists.
+        node_env = node_for({"large_frames": "true"}).kwargs["additional_env"]
+        self.assertEqual(set(node_env), set(both))
+        self.assertEqual(node_env["FASTRTPS_DEFAULT_PROFILES_FILE"],
+                         str(REPO / "config" / "fastdds_large_frames.xml"))
+        self.assertTrue(Path(node_env["FASTRTPS_DEFAULT_PROFILES_FILE"]).is_file())
+
+
+class TestParamsFile(unittest.TestCase):
+    def test_structure(self):
+        data = yaml.safe_load(PARAMS_FILE.read_text())
+        module = load_launch_file(REPO)
+        self.assertEqual(list(data), [module.NODE_NAME])  # the launch file's node name
+        self.assertEqual(list(data[module.NODE_NAME]), ["ros__parameters"])
+        params = data[module.NODE_NAME]["ros__parameters"]
+        self.assertIsInstance(params, dict)
+        for name in ("model", "device", "target"):  # what the launch file may override
+            self.assertIsInstance(params.get(name), str, name)
+        self.assertNotIn("use_sim_time", params)  # the launch file's to set
+
+    def test_matches_the_nodes_parameter_table(self):
+        try:
+            from clip_perception.parameters import PARAMS
+        except ImportError as exc:  # rcl_interfaces missing
+            self.skipTest(f"clip_perception.parameters not importable: {exc}")
+        params = yaml.safe_load(PARAMS_FILE.read_text())["clip_perception"]["ros__parameters"]
+        self.assertEqual(set(params), {p.name for p in PARAMS})
+        for p in PARAMS:
+            self.assertEqual((type(params[p.name]), params[p.name]), (type(p.default), p.default),
+                             p.name)
+
+
+# ------------------------------------------------------------------ the node, observed over DDS
+
+def _loopback_vars(domain: int) -> dict[str, str]:
+    """Discovery on loopback only, in ``domain``."""
+    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
+    if os.environ.get("ROS_DISTRO") == "humble":  # no ROS_AUTOMATIC_DISCOVERY_RANGE before Jazzy
+        env["ROS_LOCALHOST_ONLY"] = "1"
+    return env
+
+
+def _loopback_env(env: dict[str, str], domain: int) -> dict[str, str]:
+    env = {**env, **_loopback_vars(domain)}
+    if "ROS_LOCALHOST_ONLY" not in _loopback_vars(domain):
+        env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated from Jazzy on; the range rules
+    return env
+
+
+class Probe:
+    """A node of the test's own (own rclpy context) that watches and drives the node."""
+
+    def __init__(self, domain: int, namespace: str, image_topic: str, command_topic: str):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
+                               qos_profile_sensor_data)
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Bool, String
+
+        self._rclpy = rclpy
+        self._Image, self._String = Image, String
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node("clip_launch_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.targets: list[str] = []
+        self.detected: list[bool] = []
+        prefix = f"/{namespace}" if namespace else ""
+        self.node.create_subscription(String, f"{prefix}/targets",
+                                      lambda m: self.targets.append(m.data), latched)
+        self.node.create_subscription(Bool, f"{prefix}/detected",
+                                      lambda m: self.detected.append(m.data), 10)
+        self.commands = self.node.create_publisher(String, command_topic, 10)
+        self.images = self.node.create_publisher(Image, image_topic, qos_profile_sensor_data)
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float,
+                 every: Callable[[], None] | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        next_action = 0.0
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            if every is not None and time.monotonic() >= next_action:
+                every()
+                next_action = time.monotonic() + 0.3
+            self.executor.spin_once(timeout_sec=0.05)
+        return condition()
+
+    def send_command(self, text: str) -> None:
+        self.commands.publish(self._String(data=text))
+
+    def send_red_frame(self) -> None:
+        import numpy as np
+
+        pixels = np.empty((48, 64, 3), dtype=np.uint8)
+        pixels[:] = RED
+        msg = self._Image(height=48, width=64, encoding="rgb8", is_bigendian=0, step=64 * 3,
+                          data=pixels.tobytes())
+        msg.header.frame_id = "camera"
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.images.publish(msg)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+
+
+def check_node_behaviour(test: unittest.TestCase, probe: Probe, log: Callable[[], str]) -> None:
+    """Target from the launch argument, a red frame detected, a command re-targets."""
+    test.assertTrue(probe.wait_for(lambda: "red" in probe.targets, 90.0),
+                    f"no 'red' on targets (got {probe.targets}); node log:\n{log()}")
+    test.assertTrue(probe.wait_for(lambda: True in probe.detected, 30.0, probe.send_red_frame),
+                    f"red frames not detected (got {probe.detected[-5:]}); node log:\n{log()}")
+    test.assertTrue(
+        probe.wait_for(lambda: "blue cube" in probe.targets, 30.0,
+                       lambda: probe.send_command("find the blue cube")),
+        f"command not answered (targets {probe.targets}); node log:\n{log()}")
+
+
+def launch_command(node: FakeNode, overrides_file: Path) -> list[str]:
+    """The command line launch_ros builds for a Node (dict parameters go in a yaml file)."""
+    kw = node.kwargs
+    script = Path(sys.executable).parent / kw["executable"]  # the console script, if installed
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m",
+                                                   "clip_perception.perception_node"]
+    cmd += list(kw.get("arguments", []))
+    cmd += ["--ros-args", "-r", f"__node:={kw['name']}"]
+    if kw.get("namespace"):
+        cmd += ["-r", f"__ns:=/{kw['namespace'].lstrip('/')}"]
+    for params in kw["parameters"]:
+        if isinstance(params, dict):
+            overrides_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+            params = str(overrides_file)
+        cmd += ["--params-file", params]
+    for old, new in kw["remappings"]:
+        cmd += ["-r", f"{old}:={new}"]
+    return cmd
+
+
+class TestNodeFromLaunchFile(unittest.TestCase):
+    """The real node, started with what the launch file's Node says (no launch needed)."""
+
+    def test_node_runs_with_launch_file_arguments(self):
+        pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+        tag = f"clip_here_{os.getpid()}"
+        image_topic, command_topic = f"/{tag}/camera/image", f"/{tag}_command"
+        node = node_for({"namespace": tag, "model": COLOR_MODEL, "device": "cpu",
+                         "target": "red", "image_topic": image_topic,
+                         "command_topic": command_topic, "large_frames": "false"})
+        with tempfile.TemporaryDirectory() as tmp:
+            log_path = Path(tmp) / "node.log"
+            env = _loopback_env({**os.environ, **node.kwargs["additional_env"]}, HERE_DOMAIN)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+            env["PYTHONUNBUFFERED"] = "1"
+            with open(log_path, "wb") as log_file:
+                proc = subprocess.Popen(launch_command(node, Path(tmp) / "overrides.yaml"),
+                                        env=env, cwd=tmp, stdout=log_file,
+                                        stderr=subprocess.STDOUT)
+            probe = Probe(HERE_DOMAIN, tag, image_topic, command_topic)
+            try:
+                check_node_behaviour(self, probe, lambda: log_path.read_text(errors="replace"))
+            finally:
+                probe.close()
+                proc.send_signal(signal.SIGINT)
+                try:
+                    code = proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    code = proc.wait()
+            self.assertEqual(code, 0, log_path.read_text(errors="replace"))
+
+
+# ------------------------------------------------------------------ launch_testing
+
+if HAVE_LAUNCH_TESTING:
+    LT_NAMESPACE = "clip_launch_test"
+    LT_IMAGE = f"/{LT_NAMESPACE}_camera/image"
+    LT_COMMAND = f"/{LT_NAMESPACE}_command"
+
+    @pytest.mark.launch_test
+    def generate_test_description():
+        """The launch file with the colour encoder, loopback discovery and a domain of its own."""
+        from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable
+
+        return launch.LaunchDescription([
+            *[SetEnvironmentVariable(k, v) for k, v in _loopback_vars(LAUNCH_TEST_DOMAIN).items()],
+            IncludeLaunchDescription(
+                launch.launch_description_sources.PythonLaunchDescriptionSource(
+                    str(LAUNCH_FILE)),
+                launch_arguments={
+                    "namespace": LT_NAMESPACE, "model": COLOR_MODEL, "device": "cpu",
+                    "target": "red", "image_topic": LT_IMAGE, "command_topic": LT_COMMAND,
+                    "large_frames": "false",
+                }.items()),
+            launch_testing.actions.ReadyToTest(),
+        ])
+
+    class TestLaunchedNode(unittest.TestCase):
+        def test_node_comes_up_and_answers(self):
+            os.environ.update(_loopback_vars(LAUNCH_TEST_DOMAIN))
+            probe = Probe(LAUNCH_TEST_DOMAIN, LT_NAMESPACE, LT_IMAGE, LT_COMMAND)
+            try:
+                check_node_behaviour(self, probe, lambda: "(see the launch output)")
+            finally:
+                probe.close()
+
+    @launch_testing.post_shutdown_test()
+    class TestShutdown(unittest.TestCase):
+        def test_exit_code(self, proc_info):
+            launch_testing.asserts.assertExitCodes(proc_info)
+else:
+    def test_launch_testing_integration():
+        pytest.importorskip("launch_testing", reason="launch_testing is not installed (it "
+                            "comes with a ROS 2 distro, not from PyPI); the launch file is "
+                            "checked against stand-ins by the tests above")

@@ -1,0 +1,136 @@
+"""Heatmaps, the max-sum box and coarse-to-fine window placement."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from clip_perception.localization import best_box, heatmap, max_sum_rectangle, refine_windows
+
+
+def test_heatmap_averages_over_covering_windows() -> None:
+    # 40x16 frame, 8 px cells: 2 rows x 5 columns.
+    boxes = np.array([[0, 0, 16, 16], [8, 0, 32, 16]])
+    heat, coverage = heatmap(boxes, np.array([0.8, 0.2]), 40, 16, 8)
+    assert heat.shape == coverage.shape == (2, 5)
+    # column 0: first box only; column 1: both; columns 2-3: second only; column 4: none
+    np.testing.assert_allclose(heat, [[0.8, 0.5, 0.2, 0.2, 0.0]] * 2)
+    np.testing.assert_array_equal(coverage, [[1, 2, 1, 1, 0]] * 2)
+
+
+def test_heatmap_shape_rounds_up() -> None:
+    heat, coverage = heatmap(np.array([[0, 0, 30, 21]]), np.array([1.0]), 30, 21, 8)
+    assert heat.shape == (3, 4)  # ceil(21/8), ceil(30/8)
+    assert (coverage == 1).all() and np.allclose(heat, 1.0)
+
+
+def test_heatmap_box_edges_snap_to_the_nearest_cell() -> None:
+    # x 3..13 -> cells 0..1 (3/8 rounds to 0, 13/8 rounds to 2); y 5..11 -> cell 1
+    heat, coverage = heatmap(np.array([[3, 5, 13, 11]]), np.array([0.6]), 32, 16, 8)
+    expected = np.zeros((2, 4))
+    expected[0:2, 0:2] = 0.6
+    expected[0, :] = 0.0  # y 5 rounds to row 1
+    np.testing.assert_allclose(heat, expected)
+    np.testing.assert_array_equal(coverage > 0, expected > 0)
+
+
+def test_tiny_box_still_covers_one_cell() -> None:
+    heat, coverage = heatmap(np.array([[9, 9, 11, 11]]), np.array([0.9]), 32, 32, 8)
+    assert coverage.sum() == 1 and heat.max() == pytest.approx(0.9)
+
+
+def test_heatmap_of_no_windows() -> None:
+    heat, coverage = heatmap(np.zeros((0, 4)), np.zeros(0), 16, 16, 8)
+    assert heat.shape == (2, 2) and not heat.any() and not coverage.any()
+
+
+def brute_force_max_rectangle(values: np.ndarray) -> float:
+    rows, cols = values.shape
+    return max(
+        values[r0:r1, c0:c1].sum()
+        for r0, r1 in itertools.combinations(range(rows + 1), 2)
+        for c0, c1 in itertools.combinations(range(cols + 1), 2)
+    )
+
+
+def test_max_sum_rectangle_matches_brute_force() -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(150):
+        rows, cols = rng.integers(1, 7, size=2)
+        values = rng.normal(-0.2, 1.0, size=(rows, cols))
+        if trial % 10 == 0:
+            values = -np.abs(values) - 0.1  # all negative
+        (c0, r0, c1, r1), total = max_sum_rectangle(values)
+        assert 0 <= c0 < c1 <= cols and 0 <= r0 < r1 <= rows
+        assert total == pytest.approx(values[r0:r1, c0:c1].sum())
+        assert total == pytest.approx(brute_force_max_rectangle(values))
+
+
+def test_max_sum_rectangle_known_answer() -> None:
+    values = -np.ones((5, 6))
+    values[1:4, 2:5] = 2.0
+    values[2, 3] = -1.0  # a dip inside is still worth keeping
+    assert max_sum_rectangle(values) == ((2, 1, 5, 4), pytest.approx(8 * 2.0 - 1.0))
+    single = -np.ones((3, 3))
+    single[2, 0] = -0.5
+    assert max_sum_rectangle(single) == ((0, 2, 1, 3), pytest.approx(-0.5))
+
+
+def test_best_box_none_when_nothing_exceeds_alpha() -> None:
+    heat = np.full((4, 4), 0.3)
+    coverage = np.ones((4, 4))
+    assert best_box(heat, coverage, 0.3, 8, 32, 32) is None
+    assert best_box(heat, coverage, 0.5, 8, 32, 32) is None
+
+
+def test_best_box_in_pixels_and_clipped_to_the_frame() -> None:
+    heat = np.zeros((3, 4))  # a 30x20 frame in 8 px cells
+    heat[1:3, 2:4] = 0.9
+    box = best_box(heat, np.ones_like(heat), 0.5, 8, 30, 20)
+    assert box == (16, 8, 30, 20)
+
+
+def test_best_box_ignores_uncovered_cells() -> None:
+    heat = np.zeros((4, 4))
+    heat[1, 1] = heat[1, 2] = 0.9
+    coverage = np.ones((4, 4))
+    coverage[1, 2] = 0  # a stale value where no window looked
+    assert best_box(heat, coverage, 0.5, 10, 40, 40) == (10, 10, 20, 20)
+
+
+def covers(windows: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    x0, y0, x1, y1 = box
+    mask = np.zeros((y1, x1), bool)
+    for wx0, wy0, wx1, wy1 in windows:
+        mask[max(wy0, y0):min(wy1, y1), max(wx0, x0):min(wx1, x1)] = True
+    return bool(mask[y0:y1, x0:x1].all())
+
+
+@pytest.mark.parametrize("box", [(100, 80, 196, 176), (0, 0, 60, 60), (580, 420, 640, 480),
+                                 (200, 100, 440, 160), (300, 0, 330, 480)])
+@pytest.mark.parametrize("budget", [1, 2, 4, 6, 9, 13, 27, 50, 200])
+def test_refine_windows_respects_budget_and_covers_the_hit(box, budget) -> None:
+    width, height = 640, 480
+    windows = refine_windows(box, width, height, budget)
+    assert 1 <= len(windows) <= budget
+    assert (windows[:, :2] >= 0).all()
+    assert (windows[:, 2] <= width).all() and (windows[:, 3] <= height).all()
+    assert np.array_equal(windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1])
+    aspect = max(box[2] - box[0], box[3] - box[1]) / min(box[2] - box[0], box[3] - box[1])
+    if budget >= aspect + 1:  # enough square windows to span the box's long side
+        assert covers(windows, box), f"{len(windows)} windows miss part of {box}"
+
+
+def test_refine_windows_are_finer_than_the_hit() -> None:
+    box = (100, 100, 196, 196)
+    windows = refine_windows(box, 640, 480, 200)
+    assert ((windows[:, 2] - windows[:, 0]) == 48).all()  # half the box side
+    # the region is the box grown by half a window on each side
+    assert windows[:, 0].min() == 76 and windows[:, 2].max() == 220
+    assert len(windows) > len(refine_windows(box, 640, 480, 20))  # denser when affordable
+
+
+def test_refine_windows_with_no_budget() -> None:
+    assert refine_windows((0, 0, 50, 50), 100, 100, 0).shape == (0, 4)

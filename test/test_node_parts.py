@@ -1,0 +1,201 @@
+"""The node's building blocks, without DDS: slot, throttled log, timings,
+parameter table, message conversions and drawing."""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from clip_perception.config import DetectorConfig
+from clip_perception.detector import Detection, TargetResult
+from clip_perception.drawing import annotate
+from clip_perception.latest_slot import LatestSlot
+from clip_perception.log_throttle import ProblemLog
+from clip_perception.timings import Timings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- LatestSlot -------------------------------------------------------------------
+def test_slot_keeps_only_the_newest_item_and_counts_the_rest():
+    slot = LatestSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True and slot.put(3) is True
+    assert slot.take(0) == 3 and slot.dropped == 2
+    assert slot.take(0.01) is None
+
+
+def test_slot_wakes_a_waiting_consumer_and_close_releases_it():
+    slot = LatestSlot()
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(slot.take(5)))
+    consumer.start()
+    time.sleep(0.05)
+    slot.put("frame")
+    consumer.join(2)
+    assert got == ["frame"]
+    waiting = threading.Thread(target=lambda: got.append(slot.take(30)))
+    started = time.monotonic()
+    waiting.start()
+    slot.close()
+    waiting.join(2)
+    assert got[-1] is None and time.monotonic() - started < 2
+
+
+# --- ProblemLog -------------------------------------------------------------------
+def test_problem_log_throttles_per_kind_and_counts_everything():
+    lines, now = [], [0.0]
+    log = ProblemLog(lines.append, period=5.0, clock=lambda: now[0])
+    assert log.report("a", "first a")
+    assert not log.report("a", "second a")
+    assert log.report("b", "first b"), "another kind of problem is logged at once"
+    now[0] = 6.0
+    assert log.report("a", "third a")
+    assert lines == ["first a", "first b", "third a (1 more like this in the last 6 s)"]
+    assert log.counts == {"a": 3, "b": 1}
+
+
+def test_timings_report_percentiles_per_stage():
+    timings = Timings(window=100)
+    for ms in range(1, 101):
+        timings.add("processing", ms / 1000)
+    p50, p95 = timings.percentiles("processing")
+    assert p50 == pytest.approx(0.0505) and p95 == pytest.approx(0.09505)
+    assert timings.percentiles("never") is None
+    assert timings.summary()["processing_ms_p95"] == "95.0"
+
+
+# --- parameters ---------------------------------------------------------------------
+def test_parameter_table_matches_the_shipped_config_and_the_detector_defaults():
+    from clip_perception.parameters import PARAMS, descriptor, detector_config
+
+    shipped = yaml.safe_load((REPO / "config" / "perception.yaml").read_text())
+    values = shipped["clip_perception"]["ros__parameters"]
+    assert set(values) == {p.name for p in PARAMS}
+    for p in PARAMS:
+        assert values[p.name] == p.default, f"{p.name}: yaml and node defaults differ"
+        d = descriptor(p)
+        assert d.description and d.read_only == p.read_only
+    assert detector_config(values) == DetectorConfig()
+
+
+def test_parameter_descriptors_carry_ranges():
+    from clip_perception.parameters import BY_NAME, descriptor
+
+    threshold = descriptor(BY_NAME["presence_threshold"]).floating_point_range[0]
+    assert (threshold.from_value, threshold.to_value) == (0.01, 0.99)
+    budget = descriptor(BY_NAME["crop_budget"]).integer_range[0]
+    assert (budget.from_value, budget.to_value) == (1, 4096)
+    assert descriptor(BY_NAME["model"]).read_only
+
+
+# --- message conversions ------------------------------------------------------------
+def _detection(present=(True, False)) -> Detection:
+    boxes = [(10, 8, 30, 40), (36, 8, 60, 40)]
+    targets = [TargetResult(f"t{i}", p, 0.9 if p else 0.1, 0.2, boxes[i], (0, 0, 32, 32),
+                            np.zeros(3)) for i, p in enumerate(present)]
+    heat = np.zeros((6, 8))
+    heat[2, 3] = 0.75
+    return Detection(targets, np.zeros((3, 4), int), 64, 48, 3, [heat, heat * 0], 8)
+
+
+def test_image_message_with_padded_bgr_rows_becomes_a_frame_view():
+    from sensor_msgs.msg import Image
+
+    from clip_perception.ros_messages import frame_from_image
+
+    pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    padded = np.zeros((2, 12), np.uint8)
+    padded[:, :9] = pixels.reshape(2, 9)
+    msg = Image(height=2, width=3, encoding="bgr8", step=12, data=padded.tobytes())
+    frame = frame_from_image(msg)
+    assert frame.order == "bgr"
+    assert np.array_equal(frame.to_rgb(), pixels[:, :, ::-1])
+
+
+def test_region_heatmap_and_debug_messages():
+    from std_msgs.msg import Header
+
+    from clip_perception.ros_messages import heatmap_image, region, rgb_image
+
+    det = _detection()
+    roi = region(det.targets[0])
+    assert (roi.x_offset, roi.y_offset, roi.width, roi.height) == (10, 8, 20, 32)
+    header = Header(frame_id="cam")
+    header.stamp.sec = 7
+    heat = heatmap_image(det, header)
+    assert (heat.encoding, heat.width, heat.height, heat.step) == ("32FC1", 64, 48, 256)
+    values = np.frombuffer(bytes(heat.data), np.float32).reshape(48, 64)
+    assert values.max() == pytest.approx(0.75, abs=1e-6)
+    y, x = np.unravel_index(values.argmax(), values.shape)
+    assert 16 <= y < 24 and 24 <= x < 32, "the hot cell lands at its pixels"
+    image = rgb_image(np.zeros((4, 5, 3), np.uint8), header)
+    assert (image.encoding, image.step, image.header.stamp.sec) == ("rgb8", 15, 7)
+
+
+def _fake_vision_msgs():
+    """Classes with vision_msgs' (Humble and later) field layout."""
+    ns = types.SimpleNamespace
+
+    class Detection2DArray:
+        def __init__(self, header=None):
+            self.header, self.detections = header, []
+
+    class Detection2D:
+        def __init__(self, header=None):
+            self.header, self.id, self.results = header, "", []
+            self.bbox = ns(center=ns(position=ns(x=0.0, y=0.0), theta=0.0), size_x=0.0, size_y=0.0)
+
+    class ObjectHypothesisWithPose:
+        def __init__(self):
+            self.hypothesis = ns(class_id="", score=0.0)
+
+    return ns(Detection2DArray=Detection2DArray, Detection2D=Detection2D,
+              ObjectHypothesisWithPose=ObjectHypothesisWithPose)
+
+
+def test_detection_array_has_one_detection_per_found_target():
+    from std_msgs.msg import Header
+
+    from clip_perception.ros_messages import detection_array
+
+    header = Header(frame_id="cam")
+    array = detection_array(_detection((True, True)), header, msgs=_fake_vision_msgs())
+    assert array.header is header and len(array.detections) == 2
+    first = array.detections[0]
+    assert first.header is header and first.id == "t0"
+    assert first.results[0].hypothesis.class_id == "t0"
+    assert first.results[0].hypothesis.score == pytest.approx(0.9)
+    assert (first.bbox.center.position.x, first.bbox.center.position.y) == (20.0, 24.0)
+    assert (first.bbox.size_x, first.bbox.size_y) == (20.0, 32.0)
+    only_found = detection_array(_detection((True, False)), header, msgs=_fake_vision_msgs())
+    assert [d.id for d in only_found.detections] == ["t0"]
+
+
+def test_detection_array_uses_real_vision_msgs_where_installed():
+    vision_msgs = pytest.importorskip(
+        "vision_msgs.msg", reason="vision_msgs is not installable from PyPI; runs on ROS installs")
+    from std_msgs.msg import Header
+
+    from clip_perception.ros_messages import detection_array
+
+    array = detection_array(_detection((True, True)), Header(frame_id="cam"))
+    assert isinstance(array, vision_msgs.Detection2DArray) and len(array.detections) == 2
+    assert array.detections[1].bbox.center.position.x == 48.0
+
+
+def test_annotate_draws_found_and_missing_targets_on_a_copy():
+    from clip_perception.drawing import FOUND, MISSING
+
+    rgb = np.full((48, 64, 3), 128, np.uint8)
+    out = annotate(rgb, _detection((True, False)))
+    assert out.shape == rgb.shape and (rgb == 128).all(), "the frame itself is not drawn on"
+    assert tuple(out[30, 10]) == FOUND, "left edge of the found target's box"
+    assert tuple(out[30, 36]) == MISSING, "left edge of the missing target's box"
+    assert tuple(out[30, 20]) == (128, 128, 128), "inside the box is untouched"
