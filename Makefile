@@ -15,6 +15,7 @@ export ROS_DOMAIN_ID
 unexport ROS_LOCALHOST_ONLY
 
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: setup test demo bench evaluate clean
 
@@ -37,7 +38,7 @@ test: $(STAMP)
 	$(VPY) -m pytest -q test $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(VPY) -m clip_perception.demo
+	$(VPY) -m clip_perception.demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(VPY) -m clip_perception.benchmark

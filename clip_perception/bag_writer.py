@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 
 
+LABELS_TOPIC = "/labels"
+
+
 def write_bag(
     path: str | Path,
     frames: Iterable[tuple[int, np.ndarray]],
@@ -19,11 +22,14 @@ def write_bag(
     command_topic: str = "/command",
     frame_id: str = "camera",
     storage: str = "sqlite3",
+    labels: Iterable[tuple[int, str]] = (),
 ) -> Path:
     """Write ``(time_ns, rgb)`` frames as sensor_msgs/Image and ``(time_ns, text)``
     commands as std_msgs/String into a new bag directory at ``path``.
 
     Each image's header stamp is its bag time, as a camera driver would record it.
+    ``labels`` (std_msgs/String on ``/labels``) carry ground truth for
+    :mod:`clip_perception.labelled_bag`.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -44,15 +50,16 @@ def write_bag(
                                         is_bigendian=0, step=w * 3, data=rgb.reshape(-1))))
     for t, text in commands:
         items.append((t, "command", String(data=text)))
+    for t, text in labels:
+        items.append((t, "labels", String(data=text)))
     items.sort(key=lambda item: item[0])
 
+    topics = {"image": (image_topic, "sensor_msgs/msg/Image"),
+              "command": (command_topic, "std_msgs/msg/String"),
+              "labels": (LABELS_TOPIC, "std_msgs/msg/String")}
     with Writer(path, version=8, storage_plugin=plugin) as writer:
-        connections = {
-            "image": writer.add_connection(image_topic, "sensor_msgs/msg/Image", typestore=store),
-            "command": writer.add_connection(command_topic, "std_msgs/msg/String",
-                                             typestore=store),
-        }
-        types = {"image": "sensor_msgs/msg/Image", "command": "std_msgs/msg/String"}
+        connections = {kind: writer.add_connection(*topics[kind], typestore=store)
+                       for kind in dict.fromkeys(kind for _, kind, _ in items)}
         for t, kind, msg in items:
-            writer.write(connections[kind], t, store.serialize_cdr(msg, types[kind]))
+            writer.write(connections[kind], t, store.serialize_cdr(msg, topics[kind][1]))
     return path

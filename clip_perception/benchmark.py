@@ -1,12 +1,14 @@
-"""Latency of the package's pipeline against the tutorial one: ``python -m clip_perception.benchmark``.
+"""Package pipeline vs tutorial pipeline latency: ``python -m clip_perception.benchmark``.
 
 Both pipelines score the same generated 640x480 frames, the same windows
 (the whole frame plus scales 0.5 and 0.25 at stride 0.5: 86 windows) with
 the same encoder at the same precision. The naive one crops each window as
 a PIL image, runs CLIP's own ``preprocess`` and encodes it alone
 (:mod:`clip_perception.naive`); the package's is :class:`Detector` with
-``refine=False``. Also timed, interleaved frame by frame: the model alone
-on the same number of crops in one batch, and the default refined detector.
+``refine=False``. Also timed, interleaved frame by frame: the model alone on
+the same crops, as the encoder runs them (chunks of up to 32 on the CPU,
+where that is faster than one batch) and as one batch, and the default
+refined detector.
 
 The model is ViT-B/32 with pretrained weights when a checkpoint is at hand
 (``--model PATH``, or the named model in ``~/.cache/clip``), else the same
@@ -20,6 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -27,31 +30,17 @@ import torch
 
 from .config import DetectorConfig
 from .crops import FrameUploader, crop_windows
-from .detector import Detector
+from .detector import Detection, Detector
 from .encoders import (ClipEncoder, ModelLoadError, _clip_module, default_download_root,
                        load_clip, resolve_device, resolve_precision)
 from .image_formats import Frame
-from .naive import best_sliding_window, clip_preprocess, naive_scores
+from .naive import Agreement, clip_preprocess, naive_scores
+from .random_clip import ARCHITECTURES, random_clip
 from .scenes import scene_set
 
 T = TypeVar("T")
 
-# clip.model.CLIP arguments for random-weight models; "tiny" is for tests.
-ARCHS = {
-    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                     vision_patch_size=32, context_length=77, vocab_size=49408,
-                     transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "tiny": dict(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64,
-                 vision_patch_size=16, context_length=77, vocab_size=49408,
-                 transformer_width=64, transformer_heads=1, transformer_layers=1),
-}
-# Agreement tolerances. The pipelines resize differently (PIL bicubic vs
-# roi_align's area-averaged bilinear), so scores differ a little; with random
-# weights all probabilities sit near 1/classes and the best window can be a
-# near-tie that this noise flips.
-PROB_TOLERANCE = 0.02  # per square window, absolute target probability
-TIE_COSINE = 0.005  # best windows tie if their evidence differs by < this x logit_scale
-DEFAULT_FRAMES = {"cpu": 6, "cuda": 50}
+DEFAULT_FRAMES = {"cpu": 5, "cuda": 50}
 SINGLE_PASS = DetectorConfig(refine=False, window_stride=0.5)
 
 
@@ -59,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m clip_perception.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=None,
-                   help="timed frames (default: 6 on the CPU, 50 on CUDA)")
+                   help="timed frames (default: 5 on the CPU, 50 on CUDA)")
     p.add_argument("--size", default="640x480", help="frame size WxH (default 640x480)")
     p.add_argument("--model", default="ViT-B/32", help="CLIP name or checkpoint path")
     p.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16")
@@ -69,7 +58,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="torch.compile the image tower (CUDA graphs on CUDA)")
     p.add_argument("--ros", action="store_true",
                    help="benchmark the ROS node instead (clip_perception.ros_benchmark)")
-    p.add_argument("--arch", choices=sorted(ARCHS), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rate", type=float, default=30.0,
+                   help="with --ros: frames published per second (default 30)")
+    p.add_argument("--duration", type=float, default=20.0,
+                   help="with --ros: seconds of publishing (default 20)")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         args.width, args.height = (int(v) for v in args.size.lower().split("x"))
@@ -79,6 +72,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--size {args.size} is too small (at least 32x32)")
     if args.frames is not None and args.frames < 1:
         p.error("--frames must be at least 1")
+    if args.rate <= 0 or args.duration <= 0:
+        p.error("--rate and --duration must be positive")
     return args
 
 
@@ -89,22 +84,20 @@ def cached_checkpoint(model: str) -> str | None:
     return path if path and os.path.isfile(path) else None
 
 
-def build_encoder(args: argparse.Namespace, device: torch.device,
-                  dtype: torch.dtype) -> tuple[ClipEncoder, str]:
+def build_encoder(args: argparse.Namespace, device: torch.device) -> tuple[ClipEncoder, str]:
     """Pretrained CLIP when a checkpoint is at hand, else random weights; and a description."""
     arch = args.arch
     if arch is None:
         checkpoint = os.path.expanduser(args.model)
         checkpoint = checkpoint if os.path.isfile(checkpoint) else cached_checkpoint(args.model)
         if checkpoint:
-            return load_clip(checkpoint, device, dtype), f"{args.model} pretrained ({checkpoint})"
+            dtype = resolve_precision(args.precision, device)
+            return load_clip(checkpoint, device, dtype), f"{args.model} (weights from {checkpoint})"
         arch = args.model
-    if arch not in ARCHS:
+    if arch not in ARCHITECTURES:
         raise ModelLoadError(f"no checkpoint for '{args.model}' and no random-weight "
                              f"architecture of that name; use ViT-B/32 or a checkpoint path")
-    torch.manual_seed(args.seed)
-    net = _clip_module().model.CLIP(**ARCHS[arch])
-    return (ClipEncoder(net.to(device), device, dtype),
+    return (random_clip(arch, device, args.precision, args.seed),
             f"{arch} with random weights (no checkpoint here; same compute)")
 
 
@@ -129,55 +122,13 @@ def timed(fn: Callable[[], T], device: torch.device) -> tuple[float, T]:
 def model_input(encoder: ClipEncoder, image: np.ndarray, windows: np.ndarray) -> torch.Tensor:
     """The crops the package feeds the model: normalised, in the model's dtype, on its device."""
     frame = FrameUploader(encoder.device)(Frame.from_rgb(image))
-    return crop_windows(encoder.normalize(frame), windows, encoder.input_size).to(encoder.dtype)
+    crops = crop_windows(encoder.normalize(frame), windows, encoder.input_size)
+    return crops.to(encoder.input_dtype)
 
 
 def precision_name(encoder: ClipEncoder) -> str:
     name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[encoder.dtype]
-    return name + (" (autocast, bf16 weights)" if encoder.dtype == torch.bfloat16 else "")
-
-
-class Agreement:
-    """Per-frame comparison of the naive and package window scores."""
-
-    def __init__(self, logit_scale: float):
-        self.tie = TIE_COSINE * logit_scale
-        self.frames = self.same = self.tied = 0
-        self.max_dp = 0.0
-        self.full_dp: list[float] = []
-
-    def add(self, windows: np.ndarray, width: int, height: int, package_probs: np.ndarray,
-            package_best: tuple[int, ...], naive_probs: np.ndarray,
-            naive_evidence: np.ndarray) -> None:
-        dp = np.abs(package_probs - naive_probs)
-        square = (windows[:, 2] - windows[:, 0]) == (windows[:, 3] - windows[:, 1])
-        self.max_dp = max(self.max_dp, float(dp[square].max()))
-        self.full_dp += dp[~square].tolist()
-        naive_best = best_sliding_window(windows, naive_evidence, width, height)
-        package_index = next(i for i, w in enumerate(windows) if tuple(w) == package_best)
-        gap = naive_evidence[naive_best] - naive_evidence[package_index]
-        self.frames += 1
-        self.same += int(naive_best == package_index)
-        self.tied += int(naive_best != package_index and gap <= self.tie)
-
-    @property
-    def passed(self) -> bool:
-        return self.max_dp <= PROB_TOLERANCE and self.same + self.tied == self.frames
-
-    def lines(self) -> list[str]:
-        lines = [
-            f"agreement: {'PASS' if self.passed else 'FAIL'}",
-            f"  best window: same in {self.same}/{self.frames} frames, a tie in {self.tied} "
-            f"(naive evidence gap <= {self.tie:.3f} = {TIE_COSINE} cosine x logit_scale)",
-            f"  target probability, square windows: max |diff| = {self.max_dp:.4f} "
-            f"(tolerance {PROB_TOLERANCE})",
-        ]
-        if self.full_dp:
-            lines.append(
-                f"  non-square windows (the whole frame): max |diff| = {max(self.full_dp):.4f}, "
-                "not held to the tolerance: CLIP's preprocess centre-crops them, "
-                "the package squashes the whole window")
-        return lines
+    return name + (" (autocast; weights stored in bf16)" if encoder.dtype == torch.bfloat16 else "")
 
 
 def percentiles(seconds: list[float]) -> str:
@@ -185,75 +136,123 @@ def percentiles(seconds: list[float]) -> str:
     return f"p50={p50:.3f} s p95={p95:.3f} s"
 
 
-def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    encoder, described = build_encoder(args, device, resolve_precision(args.precision, device))
-    if args.compile:
-        encoder.compile(cuda_graphs=device.type == "cuda")
-    frames = args.frames or DEFAULT_FRAMES.get(device.type, 6)
-    warmup = 3 if (device.type == "cuda" or args.compile) else 1
-    short = min(args.width, args.height)  # objects 60-140 px at 480, scaled with the frame
-    scenes = scene_set(frames + warmup, seed=args.seed, width=args.width, height=args.height,
-                       size_range=(max(4, short // 8), max(5, short * 7 // 24)))
-    fast, refined = Detector(encoder, SINGLE_PASS), Detector(encoder, DetectorConfig())
-    windows = fast.windows_for(args.width, args.height)
-    phrases = sorted({s.target for s in scenes})
-    fast.set_targets(phrases)  # text embeddings are cached: timing is the image path
-    refined.set_targets(phrases)
-    preprocess = clip_preprocess(encoder.input_size)
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    print(f"model: {described}")
-    print(f"device: {device_name(device)}{threads}; precision {precision_name(encoder)}, "
-          "the same for both pipelines")
-    print(f"frames: {frames} timed (+{warmup} warm-up) at {args.width}x{args.height}, "
-          f"{len(windows)} windows (whole frame + scales {SINGLE_PASS.window_scales} "
-          f"at stride {SINGLE_PASS.window_stride})", flush=True)
+def one_batch(encoder: ClipEncoder, crops: torch.Tensor) -> torch.Tensor:
+    """The bare image tower on all crops at once: no chunks, no copies."""
+    with torch.inference_mode(), encoder.precision():
+        return encoder.model.encode_image(crops)
 
-    times: dict[str, list[float]] = {"naive": [], "package": [], "model": [], "refined": []}
-    refined_crops: list[int] = []
-    agreement = Agreement(encoder.logit_scale)
-    for i, scene in enumerate(scenes):
-        image, targets = scene.image, [scene.target]
-        classes = fast.text.classes(targets)
-        crops = model_input(encoder, image, windows)
-        timing_run = i >= warmup
-        naive_windows = windows if timing_run else windows[:2]
-        t_model, _ = timed(lambda: encoder.encode_normalized(crops), device)
-        t_package, found = timed(lambda: fast.detect(image, targets), device)
-        t_naive, (probs, evidence) = timed(
+
+@dataclass
+class FrameRun:
+    """What one frame gave: seconds per pipeline, and the answers to compare."""
+
+    seconds: dict[str, float]
+    found: Detection
+    refined_crops: int
+    naive_probs: np.ndarray
+    naive_evidence: np.ndarray
+
+
+class Pipelines:
+    """Everything timed on one frame, in a fixed order."""
+
+    def __init__(self, encoder: ClipEncoder, width: int, height: int, compiled: bool):
+        self.encoder, self.width, self.height = encoder, width, height
+        self.fast = Detector(encoder, SINGLE_PASS)
+        self.refined = Detector(encoder, DetectorConfig())
+        self.windows = self.fast.windows_for(width, height)
+        self.preprocess = clip_preprocess(encoder.input_size)
+        # The encoder's own chunks are what the package runs; the bare tower in one
+        # batch is timed too where that differs (and is not the compiled tower).
+        self.chunked = 0 < encoder.max_batch < len(self.windows)
+        self.time_one_batch = self.chunked and not compiled
+
+    def set_targets(self, phrases: Sequence[str]) -> None:
+        """Embed every phrase now: timing covers the image path (text is cached)."""
+        self.fast.set_targets(phrases)
+        self.refined.set_targets(phrases)
+
+    def measure(self, image: np.ndarray, target: str, naive_windows: np.ndarray) -> FrameRun:
+        encoder, device, targets = self.encoder, self.encoder.device, [target]
+        classes = self.fast.text.classes(targets)
+        crops = model_input(encoder, image, self.windows)
+        seconds: dict[str, float] = {}
+        seconds["model"], _ = timed(lambda: encoder.encode_normalized(crops), device)
+        if self.time_one_batch:
+            seconds["one batch"], _ = timed(lambda: one_batch(encoder, crops), device)
+        seconds["package"], found = timed(lambda: self.fast.detect(image, targets), device)
+        seconds["naive"], (probs, evidence) = timed(
             lambda: naive_scores(encoder, image, naive_windows, classes, 1,
-                                 encoder.logit_scale, preprocess), device)
-        t_refined, refined_found = timed(lambda: refined.detect(image, targets), device)
-        if not timing_run:
-            continue
-        for name, t in (("naive", t_naive), ("package", t_package), ("model", t_model),
-                        ("refined", t_refined)):
-            times[name].append(t)
-        refined_crops.append(refined_found.crops)
-        target = found.targets[0]
-        agreement.add(windows, args.width, args.height, target.window_scores, target.best_window,
-                      probs[:, 0], evidence[:, 0])
-        print(f"  frame {i - warmup + 1}/{frames}: naive {t_naive:.3f} s, package "
-              f"{t_package:.3f} s, model {t_model:.3f} s, refined {t_refined:.3f} s",
-              file=sys.stderr, flush=True)
+                                 encoder.logit_scale, self.preprocess), device)
+        seconds["refined"], refined = timed(lambda: self.refined.detect(image, targets), device)
+        return FrameRun(seconds, found, refined.crops, probs[:, 0], evidence[:, 0])
 
-    n = len(windows)
+    def compare(self, agreement: Agreement, run: FrameRun) -> None:
+        target = run.found.targets[0]
+        agreement.add(self.windows, self.width, self.height, target.window_scores,
+                      target.best_window, run.naive_probs, run.naive_evidence)
+
+
+def report(p: Pipelines, times: dict[str, list[float]], refined_crops: list[int],
+           agreement: Agreement, device: torch.device) -> None:
+    n, encoder = len(p.windows), p.encoder
+    chunks = f"in chunks of <= {encoder.max_batch}" if p.chunked else "in one batch"
     print(f"naive   (PIL crop + CLIP preprocess, one window per call): "
           f"{percentiles(times['naive'])} per frame")
-    print(f"package (Detector, refine=False: one upload, one roi_align, one batch): "
+    print(f"package (Detector, refine=False: one upload, one roi_align, encoder {chunks}): "
           f"{percentiles(times['package'])} per frame")
-    print(f"model   ({n} crops in one batch, image encoder only): "
+    print(f"model   ({n} crops, image encoder only, {chunks} as the package runs it): "
           f"{percentiles(times['model'])}")
+    if p.time_one_batch:
+        print(f"model   ({n} crops in one batch, bare image tower): "
+              f"{percentiles(times['one batch'])}")
     print(f"refined (DetectorConfig() default: refine=True, crop budget "
-          f"{refined.config.crop_budget}, {np.mean(refined_crops):.0f} crops used): "
+          f"{p.refined.config.crop_budget}, {np.mean(refined_crops):.0f} crops used): "
           f"{percentiles(times['refined'])} per frame")
     for line in agreement.lines():
         print(line)
     speedup = np.median(times["naive"]) / np.median(times["package"])
     overhead = np.median(times["package"]) / np.median(times["model"])
-    print("(ratios of p50 times)")
+    print(f"(ratios of p50 times; overhead against the model run {chunks}, as in the package)")
     print(f"speedup_vs_naive={speedup:.2f} overhead_vs_model={overhead:.2f} "
           f"device={device_name(device)} windows={n}")
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    encoder, described = build_encoder(args, device)
+    if args.compile:
+        encoder.compile(cuda_graphs=device.type == "cuda")
+    frames = args.frames or DEFAULT_FRAMES.get(device.type, 5)
+    warmup = 3 if (device.type == "cuda" or args.compile) else 1
+    short = min(args.width, args.height)  # objects 60-140 px at 480, scaled with the frame
+    scenes = scene_set(frames + warmup, seed=args.seed, width=args.width, height=args.height,
+                       size_range=(max(4, short // 8), max(5, short * 7 // 24)))
+    p = Pipelines(encoder, args.width, args.height, args.compile)
+    p.set_targets(sorted({s.target for s in scenes}))
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    print(f"model: {described}")
+    print(f"device: {device_name(device)}{threads}; precision {precision_name(encoder)}, "
+          "the same for both pipelines")
+    print(f"frames: {frames} timed (+{warmup} warm-up) at {args.width}x{args.height}, "
+          f"{len(p.windows)} windows (whole frame + scales {SINGLE_PASS.window_scales} "
+          f"at stride {SINGLE_PASS.window_stride})", flush=True)
+
+    times: dict[str, list[float]] = {}
+    refined_crops: list[int] = []
+    agreement = Agreement(encoder.logit_scale)
+    for i, scene in enumerate(scenes):
+        if i < warmup:  # the naive pipeline warms up on two windows: a frame takes seconds
+            p.measure(scene.image, scene.target, p.windows[:2])
+            continue
+        frame = p.measure(scene.image, scene.target, p.windows)
+        for name, seconds in frame.seconds.items():
+            times.setdefault(name, []).append(seconds)
+        refined_crops.append(frame.refined_crops)
+        p.compare(agreement, frame)
+        print(f"  frame {i - warmup + 1}/{frames}: " + ", ".join(
+            f"{name} {t:.3f} s" for name, t in frame.seconds.items()), file=sys.stderr, flush=True)
+    report(p, times, refined_crops, agreement, device)
     return 0 if agreement.passed else 1
 
 

@@ -23,6 +23,7 @@ from .scoring import TextBank, target_scores
 from .windows import window_grid
 
 Box = tuple[int, int, int, int]
+STAGE_CROPS = 20  # windows per target below which another refine stage costs more than it gives
 
 
 @dataclass
@@ -136,11 +137,11 @@ class Detector:
         rather than K crops.
         """
         normalize = getattr(self.encoder, "normalize", None)
-        if normalize is None:
+        encode_normalized = getattr(self.encoder, "encode_normalized", None)
+        if normalize is None or encode_normalized is None:
             embeddings = self.encoder.encode_images(crop_windows(image, boxes, self.input_size))
         else:
-            crops = crop_windows(normalize(image), boxes, self.input_size)
-            embeddings = self.encoder.encode_normalized(crops)
+            embeddings = encode_normalized(crop_windows(normalize(image), boxes, self.input_size))
         probs, evidence = target_scores(embeddings, classes, n_targets, self.logit_scale)
         return (probs.cpu().numpy().astype(np.float64),
                 evidence.cpu().numpy().astype(np.float64))
@@ -150,9 +151,12 @@ class Detector:
         """Coarse to fine: each stage places a finer grid around the previous box.
 
         Returns per target the final box (or None) and a list of
-        ``(boxes, probs)`` per stage; and the crops spent.
+        ``(boxes, probs)`` per stage; and the crops spent. A stage needs about
+        :data:`STAGE_CROPS` windows per target to be worth it, so with many
+        targets sharing the budget fewer stages run.
         """
         n = len(hits)
+        stages = max(1, min(stages, budget // (n * STAGE_CROPS)))
         boxes: list[Box | None] = [None] * n
         anchors = list(hits)
         passes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]

@@ -23,6 +23,9 @@ DEFAULT_LOGIT_SCALE = 100.0
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# Measured on a 2-core CPU (ViT-B/32, bf16 and fp32): chunks of 8 to 43 crops
+# run ~15% faster per crop than one batch of 86. A GPU takes one batch.
+CPU_MAX_BATCH = 32
 
 
 class ModelLoadError(RuntimeError):
@@ -114,19 +117,28 @@ class ClipEncoder:
     Pixel normalisation (CLIP's mean and std) happens here, on the device.
     Conv, linear and attention weights are stored in ``dtype`` once, so no
     call casts them again; layer norms stay fp32. fp16 runs like ``clip.load``
-    on CUDA; bf16 also runs under autocast, so softmax stays fp32 (the result
-    equals autocast over fp32 weights).
+    on CUDA. bf16 runs under autocast (softmax stays fp32) with the patch
+    embedding kept fp32, so CLIP keeps its fp32 residual stream: the result
+    equals autocast over fp32 weights.
 
     Besides :meth:`encode_images`, the pipeline may call :meth:`normalize` on
     the whole frame and :meth:`encode_normalized` on crops cut from it.
+    Crops go through the model in chunks of ``max_batch`` (0: one batch;
+    default :data:`CPU_MAX_BATCH` on the CPU, one batch elsewhere).
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
+                 max_batch: int | None = None):
         self.model = model.eval().float()
         self.device = device
         self.dtype = dtype
+        if max_batch is None:
+            max_batch = CPU_MAX_BATCH if device.type == "cpu" else 0
+        self.max_batch = max(0, int(max_batch))
         if dtype != torch.float32:
             cast_matmul_weights(self.model, dtype)
+        if dtype == torch.bfloat16:
+            self.model.visual.conv1.float()  # sets model.dtype, the activations' dtype
         self.input_size = int(model.visual.input_resolution)
         self.logit_scale = float(min(model.logit_scale.detach().exp().item(), 100.0))
         self._mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
@@ -144,17 +156,22 @@ class ClipEncoder:
                 pad_to: int = 8) -> None:
         """Compile the image tower with ``torch.compile`` (static shapes).
 
-        One graph per batch size (``dynamic=False``). Batches of ``pad_to``
-        crops or more are zero-padded to a multiple of it, so the varying
-        window counts of refinement passes share a few graphs; smaller ones
-        (one window at a time) run as they are. ``cuda_graphs`` replays CUDA
-        graphs (``mode="reduce-overhead"``, inductor backend only). Off by
-        default: compiling takes a while on the first frames.
+        One graph per batch size (``dynamic=False``). Batches (or chunks) of
+        ``pad_to`` crops or more are zero-padded to a multiple of it, so the
+        varying window counts of refinement passes share a few graphs;
+        smaller ones (one window at a time) run as they are. ``cuda_graphs``
+        replays CUDA graphs (``mode="reduce-overhead"``, inductor backend
+        only). Off by default: compiling takes a while on the first frames.
         """
         mode = "reduce-overhead" if cuda_graphs else None
         self._image_tower = torch.compile(self.model.encode_image, backend=backend,
                                           mode=mode, dynamic=False)
         self._pad_to = max(1, int(pad_to))
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype crops enter the model in."""
+        return self.model.dtype
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] -> CLIP-normalised float32, any ``[N, 3, H, W]``."""
@@ -163,8 +180,13 @@ class ClipEncoder:
     @torch.inference_mode()
     def encode_normalized(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``[N, 3, S, S]`` -> float32 ``[N, D]`` (a tensor of its own)."""
+        x = x.to(self.input_dtype)
+        chunks = x.split(self.max_batch) if self.max_batch else (x,)
+        out = [self._encode_chunk(chunk) for chunk in chunks]
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+    def _encode_chunk(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        x = x.to(self.dtype)
         pad = -n % self._pad_to if n >= self._pad_to else 0
         if pad:
             x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])

@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +42,8 @@ class Report:
     mean_iou: float
     crops_per_frame: float
     seconds_per_frame: float
+    present_scores: list[float] = field(default_factory=list, repr=False)
+    absent_scores: list[float] = field(default_factory=list, repr=False)
 
     def line(self) -> str:
         return (
@@ -96,7 +98,25 @@ def evaluate(detector: Detector, scenes: Iterable[Scene], name: str,
         mean_iou=float(ious_arr.mean()) if len(ious_arr) else float("nan"),
         crops_per_frame=float(np.mean(crops)) if crops else 0.0,
         seconds_per_frame=elapsed / max(count, 1),
+        present_scores=pos_scores,
+        absent_scores=neg_scores,
     )
+
+
+def best_threshold(present: Sequence[float], absent: Sequence[float]) -> tuple[float, float]:
+    """The presence threshold with the highest accuracy on these scores, and that accuracy.
+
+    Candidates are midpoints between neighbouring scores; among equally good
+    ones, the one nearest 0.5 wins (the widest margin on both sides usually).
+    """
+    scores = np.unique(np.concatenate([np.asarray(present, float), np.asarray(absent, float)]))
+    candidates = np.concatenate([[0.5], (scores[:-1] + scores[1:]) / 2])
+    pos, neg = np.asarray(present, float), np.asarray(absent, float)
+    total = max(len(pos) + len(neg), 1)
+    accuracy = np.array([((pos >= t).sum() + (neg < t).sum()) / total for t in candidates])
+    best = np.flatnonzero(accuracy == accuracy.max())
+    pick = best[np.argmin(np.abs(candidates[best] - 0.5))]
+    return float(candidates[pick]), float(accuracy[pick])
 
 
 def compare(encoder, scenes: list[Scene], config: DetectorConfig) -> list[Report]:
@@ -120,18 +140,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--size", default="640x480", help="frame size WxH")
     parser.add_argument("--threshold", type=float, default=None, help="presence threshold")
+    parser.add_argument("--bag", help="a labelled bag (see clip_perception.labelled_bag) "
+                                      "instead of generated scenes")
+    parser.add_argument("--image-topic", help="the bag's image topic (default: its only one)")
     args = parser.parse_args(argv)
 
-    width, height = (int(v) for v in args.size.lower().split("x"))
     encoder = load_encoder(args.model, args.device, args.precision)
     config = DetectorConfig()
     if args.threshold is not None:
         config = config.with_changes(presence_threshold=args.threshold)
-    scenes = scene_set(args.scenes, seed=args.seed, width=width, height=height)
-    print(f"model={args.model} scenes={len(scenes)} size={width}x{height} "
+    if args.bag:
+        from .labelled_bag import read_labelled_bag
+
+        scenes = read_labelled_bag(args.bag, args.image_topic)
+        source = f"bag={args.bag}"
+    else:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        scenes = scene_set(args.scenes, seed=args.seed, width=width, height=height)
+        source = f"generated seed={args.seed} size={width}x{height}"
+    print(f"model={args.model} scenes={len(scenes)} {source} "
           f"threshold={config.presence_threshold}")
-    for report in compare(encoder, scenes, config):
+    reports = compare(encoder, scenes, config)
+    for report in reports:
         print(report.line())
+    refined = reports[-1]
+    threshold, accuracy = best_threshold(refined.present_scores, refined.absent_scores)
+    print(f"presence threshold: accuracy {refined.presence_accuracy:.3f} at "
+          f"{config.presence_threshold:g}; best on these scenes {threshold:.3f} "
+          f"(accuracy {accuracy:.3f})")
     return 0
 
 

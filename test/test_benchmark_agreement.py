@@ -7,8 +7,8 @@ at 128x96 the default window set has 86 windows, as at 640x480.
 from __future__ import annotations
 
 import copy
-import sys
 import re
+import sys
 import types
 
 import numpy as np
@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clip_perception import benchmark
-from clip_perception.benchmark import ARCHS, SINGLE_PASS, Agreement, model_input
+from clip_perception.benchmark import SINGLE_PASS, model_input
 from clip_perception.crops import FrameUploader, crop_windows
 from clip_perception.detector import Detector
 from clip_perception.encoders import ClipEncoder, _clip_module
 from clip_perception.image_formats import Frame
-from clip_perception.naive import best_sliding_window, clip_preprocess, naive_scores
+from clip_perception.naive import Agreement, best_sliding_window, clip_preprocess, naive_scores
+from clip_perception.random_clip import ARCHITECTURES
 from clip_perception.scenes import scene_set
 from clip_perception.windows import window_grid
 
@@ -33,7 +34,7 @@ CPU = torch.device("cpu")
 
 def tiny_clip(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return _clip_module().model.CLIP(**ARCHS["tiny"])
+    return _clip_module().model.CLIP(**ARCHITECTURES["tiny"])
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +132,26 @@ def test_bf16_weights_stored_once_equal_autocast_over_fp32() -> None:
     reference = tiny_clip().eval()
     bf16 = ClipEncoder(copy.deepcopy(reference), CPU, torch.bfloat16)
     visual = bf16.model.visual
-    assert visual.conv1.weight.dtype == torch.bfloat16 and visual.proj.dtype == torch.bfloat16
-    assert visual.ln_pre.weight.dtype == torch.float32
+    assert visual.transformer.resblocks[0].mlp.c_fc.weight.dtype == torch.bfloat16
+    assert visual.proj.dtype == bf16.model.text_projection.dtype == torch.bfloat16
+    assert visual.ln_pre.weight.dtype == visual.conv1.weight.dtype == torch.float32
+    assert bf16.input_dtype == torch.float32  # CLIP's residual stream stays fp32
     x = torch.randn(4, 3, 32, 32)
+    texts = ["a photo of a red block.", "table"]
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        want = reference.encode_image(x).float()
-    torch.testing.assert_close(bf16.encode_normalized(x), want, rtol=0, atol=1e-6)
+        want_images = reference.encode_image(x).float()
+        want_texts = reference.encode_text(_clip_module().tokenize(texts)).float()
+    torch.testing.assert_close(bf16.encode_normalized(x), want_images, rtol=0, atol=1e-5)
+    torch.testing.assert_close(bf16.encode_texts(texts), want_texts, rtol=0, atol=1e-5)
+
+
+def test_chunks_give_the_same_embeddings_as_one_batch(encoder) -> None:
+    assert encoder.max_batch > 0  # the CPU default
+    one_batch = ClipEncoder(tiny_clip(), CPU, torch.float32, max_batch=0)
+    chunked = ClipEncoder(tiny_clip(), CPU, torch.float32, max_batch=4)
+    x = torch.randn(10, 3, 32, 32)
+    torch.testing.assert_close(chunked.encode_normalized(x), one_batch.encode_normalized(x),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_fp16_encoder_runs_and_matches_fp32(encoder) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from clip_perception.color_encoder import ColorEncoder
@@ -56,11 +58,12 @@ def test_main_prints_both_reports(capsys) -> None:
     assert main(["--scenes", "4", "--size", "160x120", "--device", "cpu", "--seed", "0",
                  "--threshold", "0.4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
+    assert lines[3].startswith("presence threshold: accuracy")
     assert lines[0].startswith("model=clip_perception.color_encoder:factory")
     assert "scenes=4" in lines[0] and "size=160x120" in lines[0] and "threshold=0.4" in lines[0]
     assert lines[1].startswith("best_window") and lines[2].startswith("refined")
-    for line in lines[1:]:
+    for line in lines[1:3]:
         for field in ("scenes=4", "presence_acc=", "auroc=", "pointing=", "iou50=",
                       "mean_iou=", "crops/frame=", "s/frame="):
             assert field in line
@@ -69,3 +72,32 @@ def test_main_prints_both_reports(capsys) -> None:
 def test_main_rejects_bad_arguments() -> None:
     with pytest.raises(SystemExit):
         main(["--scenes", "many"])
+
+
+def test_best_threshold_separates_scores_and_prefers_the_middle() -> None:
+    from clip_perception.evaluate import best_threshold
+
+    threshold, accuracy = best_threshold([0.9, 0.8, 0.7], [0.1, 0.2])
+    assert accuracy == 1.0 and 0.2 < threshold <= 0.7
+    assert threshold == 0.5, "every threshold in (0.2, 0.7] is perfect; 0.5 is nearest the middle"
+    threshold, accuracy = best_threshold([0.9, 0.3], [0.4, 0.1])
+    assert accuracy == 0.75 and threshold == 0.5, "0.2, 0.5 and 0.65 tie; 0.5 is nearest"
+
+
+def test_labelled_bag_round_trips_and_evaluates_like_the_scenes(tmp_path) -> None:
+    from clip_perception.labelled_bag import read_labelled_bag, write_labelled_bag
+
+    scenes = scene_set(8, seed=4)
+    bag = write_labelled_bag(tmp_path / "labelled", scenes, storage="mcap")
+    back = read_labelled_bag(bag)
+    assert [(s.target, s.target_box) for s in back] == [(s.target, s.target_box) for s in scenes]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(back, scenes))
+
+
+def test_main_evaluates_a_labelled_bag(tmp_path, capsys) -> None:
+    from clip_perception.labelled_bag import write_labelled_bag
+
+    bag = write_labelled_bag(tmp_path / "labelled", scene_set(8, seed=4))
+    assert main(["--bag", str(bag), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "scenes=8 bag=" in text and "refined" in text and "presence threshold:" in text
