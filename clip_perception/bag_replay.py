@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 QOS_DEPTH = 10
+MATCH_SETTLE = 0.5  # seconds for discovery to finish on the subscriber's side too
 
 
 def message_class(msgtype: str):
@@ -54,10 +55,16 @@ class BagPlayer:
             self.clock = node.create_publisher(Clock, "/clock", QOS_DEPTH)
 
     def wait_for_subscribers(self, timeout: float) -> bool:
-        """Wait until every topic has a subscriber (or ``timeout`` s pass)."""
+        """Wait until every topic has a subscriber (or ``timeout`` s pass).
+
+        A publisher sees a subscriber before that subscriber has matched the
+        publisher, and a message sent in between is lost; so this waits
+        :data:`MATCH_SETTLE` seconds more once all are seen.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(pub.get_subscription_count() > 0 for pub, _ in self.publishers.values()):
+                time.sleep(MATCH_SETTLE)
                 return True
             time.sleep(0.05)
         return False

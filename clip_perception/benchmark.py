@@ -31,8 +31,15 @@ import torch
 from .config import DetectorConfig
 from .crops import FrameUploader, crop_windows
 from .detector import Detection, Detector
-from .encoders import (ClipEncoder, ModelLoadError, _clip_module, default_download_root,
-                       load_clip, resolve_device, resolve_precision)
+from .encoders import (
+    ClipEncoder,
+    ModelLoadError,
+    _clip_module,
+    default_download_root,
+    load_clip,
+    resolve_device,
+    resolve_precision,
+)
 from .image_formats import Frame
 from .naive import Agreement, clip_preprocess, naive_scores
 from .random_clip import ARCHITECTURES, random_clip

@@ -69,7 +69,8 @@ class DetectorConfig:
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         object.__setattr__(self, "window_scales", tuple(float(s) for s in self.window_scales))
         if not self.prompt_templates:
-            raise ConfigError("prompt_templates is empty; give at least one, e.g. 'a photo of a {}.'")
+            raise ConfigError(
+                "prompt_templates is empty; give at least one, e.g. 'a photo of a {}.'")
         for template in self.prompt_templates:
             if not _is_template(template):
                 raise ConfigError(f"prompt template {template!r} must contain '{{}}' exactly once "
@@ -99,7 +100,7 @@ class DetectorConfig:
         if not 0.0 < self.box_alpha < 1.0:
             raise ConfigError(f"box_alpha {self.box_alpha} is outside (0, 1)")
 
-    def single_pass(self) -> "DetectorConfig":
+    def single_pass(self) -> DetectorConfig:
         """The classic one-pass grid: no refinement, windows at half-window stride.
 
         At 640x480 with the default scales that is 86 crops, the budget the
@@ -107,7 +108,7 @@ class DetectorConfig:
         """
         return self.with_changes(refine=False, window_stride=SINGLE_PASS_STRIDE)
 
-    def with_changes(self, **changes) -> "DetectorConfig":
+    def with_changes(self, **changes) -> DetectorConfig:
         """A validated copy with ``changes`` applied."""
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import numpy as np
 from .bag_writer import write_bag
 from .command import parse_command
 from .evaluate import COLOR_ENCODER
+from .node_process import NodeProcess, local_ros_env, use_local_ros
 from .scenes import background, paint
 from .windows import box_iou
 
@@ -52,32 +52,20 @@ def make_sequence(frames: int, seed: int = 0) -> list[tuple[int, np.ndarray, dic
     return out
 
 
-def _env() -> dict[str, str]:
-    from .dds_profile import env_with_profile
-
-    env = env_with_profile(dict(os.environ))
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # a demo stays on this machine
-    env.setdefault("ROS_DOMAIN_ID", DEFAULT_DOMAIN)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+def start_node(model: str, device: str, env: dict[str, str], log_path: Path) -> NodeProcess:
+    """The node in its own process, reading frames from the bag's camera topic."""
+    return NodeProcess(env, log_path, {"model": model, "device": device},
+                       {"image": "/camera/image_raw"})
 
 
-def start_node(model: str, device: str, env: dict[str, str], log_path: Path):
-    """The node in its own process, its log copied to ``log_path``."""
-    args = [sys.executable, "-m", "clip_perception.perception_node", "--ros-args",
-            "-r", "image:=/camera/image_raw", "-p", f"model:={model}", "-p", f"device:={device}"]
-    log = open(log_path, "wb")
-    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT), log
-
-
-def wait_until_ready(proc, log_path: Path, timeout: float) -> str | None:
+def wait_until_ready(node: NodeProcess, timeout: float) -> str | None:
     """None once the node is active; else the node's error (it exited)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        text = log_path.read_text(errors="replace")
+        text = node.log()
         if "active:" in text:
             return None
-        if proc.poll() is not None:
+        if not node.alive():
             errors = [line for line in text.splitlines() if "[ERROR]" in line or "[FATAL]" in line]
             return "\n".join(errors) or text[-2000:]
         time.sleep(0.2)
@@ -98,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for the node to load the model")
     args = parser.parse_args(argv)
 
-    env = _env()
-    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID",
-                                           "FASTRTPS_DEFAULT_PROFILES_FILE",
-                                           "FASTDDS_DEFAULT_PROFILES_FILE")})
+    env = local_ros_env(os.environ.get("ROS_DOMAIN_ID") or DEFAULT_DOMAIN)
+    use_local_ros(env)  # a demo stays on this machine
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="clip_perception_demo_"))
@@ -115,12 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model
     print(f"starting the node with model {model} (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
           "discovery on localhost only)...")
-    proc, log = start_node(model, args.device, env, work / "node.log")
-    error = wait_until_ready(proc, work / "node.log", args.timeout)
+    node = start_node(model, args.device, env, work / "node.log")
+    error = wait_until_ready(node, args.timeout)
     if error is not None:
-        proc.kill()
-        proc.wait()
-        log.close()
+        node.stop()
         print(f"\nThe node could not load {model}:\n{error}\n")
         if args.no_fallback or model == COLOR_ENCODER:
             return 1
@@ -131,20 +115,16 @@ def main(argv: list[str] | None = None) -> int:
               "histograms, not CLIP): it shows the pipeline, topics and outputs, not CLIP's "
               "accuracy.\n")
         model = COLOR_ENCODER
-        proc, log = start_node(model, args.device, env, work / "node.log")
-        error = wait_until_ready(proc, work / "node.log", args.timeout)
+        node = start_node(model, args.device, env, work / "node.log")
+        error = wait_until_ready(node, args.timeout)
         if error is not None:
+            node.stop()
             print(f"the node failed with the colour encoder too:\n{error}")
             return 1
     try:
         return _replay_and_report(bag, sequence, commands, model, out)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        node.stop()
         print(f"node log: {work / 'node.log'}")
 
 

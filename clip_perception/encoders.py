@@ -309,7 +309,8 @@ def load_factory(spec: str, device: torch.device):
         encoder = factory(device=device)
     except Exception as exc:
         raise ModelLoadError(f"encoder factory '{spec}' failed: {exc}") from exc
-    missing = [a for a in ("input_size", "encode_images", "encode_texts") if not hasattr(encoder, a)]
+    required = ("input_size", "encode_images", "encode_texts")
+    missing = [a for a in required if not hasattr(encoder, a)]
     if missing:
         raise ModelLoadError(f"encoder from '{spec}' lacks {', '.join(missing)}")
     return encoder

@@ -41,7 +41,7 @@ class Frame:
         return int(self.pixels.shape[1])
 
     @classmethod
-    def from_rgb(cls, array: np.ndarray) -> "Frame":
+    def from_rgb(cls, array: np.ndarray) -> Frame:
         """Wrap an ``(H, W, 3)`` uint8 RGB array."""
         array = np.asarray(array)
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:

@@ -25,7 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Bool, String
 
@@ -38,9 +38,15 @@ from .image_formats import ImageFormatError
 from .latest_slot import LatestSlot
 from .log_throttle import ProblemLog
 from .parameters import DETECTOR_FIELDS, PARAMS, descriptor, detector_config
+from .ros_messages import (
+    detection_array,
+    frame_from_image,
+    heatmap_image,
+    region,
+    rgb_image,
+    vision_msgs,
+)
 from .timings import Timings
-from .ros_messages import (detection_array, frame_from_image, heatmap_image, region,
-                           rgb_image, vision_msgs)
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
@@ -57,7 +63,8 @@ COUNTERS = ("frames_received", "frames_processed", "frames_without_target", "fra
 
 def image_qos(reliability: str, depth: int) -> QoSProfile:
     """The image subscription's QoS: sensor-data style, best effort unless asked otherwise."""
-    policies = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+    policies = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
+                "reliable": ReliabilityPolicy.RELIABLE}
     if reliability not in policies:
         raise ValueError(f"image_reliability '{reliability}' must be best_effort or reliable")
     return QoSProfile(depth=depth, reliability=policies[reliability],
@@ -215,8 +222,8 @@ class PerceptionNode(LifecycleNode):
             self.stats["commands_rejected"] += 1
             still = ", ".join(self._targets) or "nothing"
             self.command_problems.report(
-                f"command/{exc.kind}", f"ignored command {_preview(msg.data)!r}: {exc}; still looking for "
-                           f"{still}")
+                f"command/{exc.kind}",
+                f"ignored command {_preview(msg.data)!r}: {exc}; still looking for {still}")
             return
         self._set_targets(command.targets, f"command {_preview(msg.data)!r}")
 

@@ -11,27 +11,17 @@ requested, so the outputs are the ones a planner uses.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .node_process import NodeProcess, local_ros_env, use_local_ros
 from .scenes import make_scene
 
 DEFAULT_DOMAIN = "74"
 RANDOM_VIT_B32 = "clip_perception.random_clip:vit_b32"
-
-
-def _env(domain: str | None) -> dict[str, str]:
-    from .dds_profile import env_with_profile
-
-    env = env_with_profile(dict(os.environ))
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = domain or env.get("ROS_DOMAIN_ID") or DEFAULT_DOMAIN
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def default_model() -> str:
@@ -47,32 +37,23 @@ def run_ros_benchmark(args) -> int:
     """Publish ``args.size`` frames at ``args.rate`` Hz for ``args.duration`` s and report."""
     width, height = (int(v) for v in args.size.lower().split("x"))
     model = args.model if args.model and args.model != "ViT-B/32" else default_model()
-    env = _env(getattr(args, "domain", None))
-    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID",
-                                           "FASTRTPS_DEFAULT_PROFILES_FILE",
-                                           "FASTDDS_DEFAULT_PROFILES_FILE")})
-    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"clip_perception_bench_{os.getpid()}.log"
+    env = local_ros_env(getattr(args, "domain", None) or os.environ.get("ROS_DOMAIN_ID")
+                        or DEFAULT_DOMAIN)
+    use_local_ros(env)
+    log_path = Path(tempfile.gettempdir()) / f"clip_perception_bench_{os.getpid()}.log"
     params = {"model": model, "device": args.device, "precision": args.precision,
               "target": "find the red block"}
-    cmd = [sys.executable, "-m", "clip_perception.perception_node", "--ros-args"]
-    for key, value in params.items():
-        cmd += ["-p", f"{key}:={value}"]
     print(f"ros benchmark: node with model={model} device={args.device} precision="
           f"{args.precision}; {width}x{height} rgb8 frames at {args.rate} Hz for "
           f"{args.duration} s over loopback (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})", flush=True)
-    with open(log_path, "wb") as log:
-        node = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            return _measure(args, width, height, node, log_path)
-        finally:
-            node.terminate()
-            try:
-                node.wait(20)
-            except subprocess.TimeoutExpired:
-                node.kill()
+    node = NodeProcess(env, log_path, params)
+    try:
+        return _measure(args, width, height, node)
+    finally:
+        node.stop(20)
 
 
-def _measure(args, width: int, height: int, node, log_path: Path) -> int:
+def _measure(args, width: int, height: int, node: NodeProcess) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -101,8 +82,8 @@ def _measure(args, width: int, height: int, node, log_path: Path) -> int:
         deadline = time.monotonic() + 300
         while publisher.get_subscription_count() == 0 or not diagnostics:
             rclpy.spin_once(probe, timeout_sec=0.1)
-            if node.poll() is not None or time.monotonic() > deadline:
-                print(f"the node did not start:\n{log_path.read_text()[-3000:]}")
+            if not node.alive() or time.monotonic() > deadline:
+                print(f"the node did not start:\n{node.log()[-3000:]}")
                 return 1
         received_before = int(diagnostics.get("frames_received", 0))
         sent, period = 0, 1.0 / args.rate

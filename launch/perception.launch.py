@@ -24,10 +24,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 PACKAGE = 'clip_perception'
 NODE_NAME = 'clip_perception'  # the key in config/perception.yaml

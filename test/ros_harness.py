@@ -8,14 +8,16 @@ with the package's Fast DDS profile (large shared-memory segment).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from clip_perception import node_process
+from clip_perception.bag_replay import MATCH_SETTLE
+from clip_perception.node_process import local_ros_env
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = Path(__file__).resolve().parent
@@ -25,60 +27,21 @@ SLOW_MODEL = "slow_encoder:factory"  # test/slow_encoder.py
 
 def ros_env(domain: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a ROS process of this test: loopback only, own domain."""
-    from clip_perception.dds_profile import env_with_profile
-
-    env = env_with_profile(dict(os.environ))
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(domain)
-    env.pop("ROS_LOCALHOST_ONLY", None)
+    env = local_ros_env(domain)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO), str(TEST_DIR), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
     env["RCUTILS_COLORIZED_OUTPUT"] = "0"
     env.update(extra or {})
     return env
 
 
-class NodeProcess:
-    """``python -m clip_perception.perception_node`` in its own process."""
+class NodeProcess(node_process.NodeProcess):
+    """The node in its own process, with the colour encoder unless ``params`` say otherwise."""
 
     def __init__(self, domain: int, log_path: Path, params: dict[str, object] | None = None,
                  env: dict[str, str] | None = None, remaps: dict[str, str] | None = None):
-        args = [sys.executable, "-m", "clip_perception.perception_node", "--ros-args"]
-        for old, new in (remaps or {}).items():
-            args += ["-r", f"{old}:={new}"]
-        for key, value in {"model": COLOR_MODEL, **(params or {})}.items():
-            if isinstance(value, bool):
-                value = str(value).lower()
-            elif isinstance(value, (list, tuple)):
-                value = "[" + ",".join(repr(v) if isinstance(v, str) else str(v)
-                                       for v in value) + "]"
-            args += ["-p", f"{key}:={value}"]
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(args, env=ros_env(domain, env), stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=str(REPO))
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self) -> int:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
+        super().__init__(ros_env(domain, env), log_path, {"model": COLOR_MODEL, **(params or {})},
+                         remaps, cwd=REPO)
 
 
 class Probe:
@@ -86,12 +49,12 @@ class Probe:
 
     def __init__(self, domain: int, namespace: str = "/"):
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image, RegionOfInterest
         from std_msgs.msg import Bool, String
-        from diagnostic_msgs.msg import DiagnosticArray
 
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain)
@@ -102,7 +65,8 @@ class Probe:
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        for topic, cls, qos in (("detected", Bool, reliable), ("region", RegionOfInterest, reliable),
+        for topic, cls, qos in (("detected", Bool, reliable),
+                                ("region", RegionOfInterest, reliable),
                                 ("debug_image", Image, reliable), ("heatmap", Image, reliable),
                                 ("targets", String, latched),
                                 ("/diagnostics", DiagnosticArray, reliable)):
@@ -131,9 +95,13 @@ class Probe:
         return predicate()
 
     def wait_for_node(self, timeout: float = 30.0) -> bool:
-        """Until the node's command and image subscriptions are matched."""
-        return self.spin_until(lambda: self.command_pub.get_subscription_count() > 0
-                               and self.image_pub.get_subscription_count() > 0, timeout)
+        """Until the node's command and image subscriptions are matched on both sides
+        (a publisher sees a subscriber before the subscriber has matched it)."""
+        matched = self.spin_until(lambda: self.command_pub.get_subscription_count() > 0
+                                  and self.image_pub.get_subscription_count() > 0, timeout)
+        if matched:
+            self.spin(MATCH_SETTLE)
+        return matched
 
     def latest(self, topic: str):
         return self.received[topic][-1][1] if self.received[topic] else None

@@ -53,12 +53,13 @@ DEFAULTS = {
 }  # and params_file: share/clip_perception/config/perception.yaml
 
 try:  # launch_testing first: without it, `launch` could resolve to this repo's launch/ dir
+    import launch.launch_description_sources
+    import launch_ros.actions  # noqa: F401
     import launch_testing
     import launch_testing.actions
     import launch_testing.asserts
-    import launch_ros.actions  # noqa: F401
+
     import launch
-    import launch.launch_description_sources
     HAVE_LAUNCH_TESTING = True
 except ImportError:  # pip-only environment (this repo's venv)
     HAVE_LAUNCH_TESTING = False
@@ -330,8 +331,12 @@ class Probe:
     def __init__(self, domain: int, namespace: str, image_topic: str, command_topic: str):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
-                               qos_profile_sensor_data)
+        from rclpy.qos import (
+            DurabilityPolicy,
+            QoSProfile,
+            ReliabilityPolicy,
+            qos_profile_sensor_data,
+        )
         from sensor_msgs.msg import Image
         from std_msgs.msg import Bool, String
 
