@@ -8,13 +8,16 @@ it owns parameters, QoS and threads, converts messages and publishes.
 * deactivate / cleanup: stop, and release the model.
 
 By default the node configures and activates itself (``autostart``).
-Inference runs on a worker thread that always takes the newest frame; a frame
-arriving while one is processed replaces the waiting one and is counted as
-dropped, so latency never grows with the camera rate.
+Three threads share the work: the executor converts images (a zero-copy view)
+and handles commands and parameters; a worker runs inference on the newest
+frame (a frame arriving while one is processed replaces the waiting one and is
+counted as dropped, so latency never grows with the camera rate); a publisher
+thread publishes each result while the worker starts on the next frame.
 """
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import time
@@ -96,7 +99,8 @@ class PerceptionNode(LifecycleNode):
         self._targets: tuple[str, ...] = ()
         self._pending: tuple[str, ...] | None = None
         self._found: dict[str, bool] = {}
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._outbox: queue.Queue = queue.Queue()
         self._running = threading.Event()
         self._subs: list = []
         self._pubs: dict = {}
@@ -119,12 +123,13 @@ class PerceptionNode(LifecycleNode):
     # --- lifecycle ------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         log = self.get_logger()
+        v = self._values
         try:
-            config = detector_config(self._values)
-        except ConfigError as exc:
+            config = detector_config(v)
+            image_qos(v["image_reliability"], v["image_qos_depth"])
+        except (ConfigError, ValueError) as exc:
             log.error(f"invalid parameters: {exc}")
             return TransitionCallbackReturn.FAILURE
-        v = self._values
         log.info(f"loading model '{v['model']}' (device {v['device']}, precision {v['precision']})")
         try:
             encoder = load_encoder(v["model"], v["device"], v["precision"],
@@ -133,6 +138,8 @@ class PerceptionNode(LifecycleNode):
             log.error(str(exc))
             return TransitionCallbackReturn.FAILURE
         self.detector = Detector(encoder, config)
+        with self._lock:
+            self._pending = self._targets  # embedded by the worker once active
         self._pubs = {
             "detected": self.create_lifecycle_publisher(Bool, "detected", RELIABLE),
             "region": self.create_lifecycle_publisher(RegionOfInterest, "region", RELIABLE),
@@ -155,11 +162,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         v = self._values
-        try:
-            qos = image_qos(v["image_reliability"], v["image_qos_depth"])
-        except ValueError as exc:
-            self.get_logger().error(str(exc))
-            return TransitionCallbackReturn.FAILURE
+        qos = image_qos(v["image_reliability"], v["image_qos_depth"])  # checked at configure
         self._subs = [
             self.create_subscription(Image, "image", self._on_image, qos),
             self.create_subscription(String, "command", self._on_command, RELIABLE),
@@ -272,18 +275,28 @@ class PerceptionNode(LifecycleNode):
 
     # --- worker thread ----------------------------------------------------------
     def _start_worker(self) -> None:
+        """Start the inference thread and the publisher thread behind it."""
         self._slot.reopen()
         self._running.set()
-        self._worker = threading.Thread(target=self._work, name="clip_perception_worker",
-                                        daemon=True)
-        self._worker.start()
+        self._outbox = queue.Queue(maxsize=2)  # bounded: inference waits if publishing lags
+        self._threads = [
+            threading.Thread(target=self._work, name="clip_perception_worker", daemon=True),
+            threading.Thread(target=self._publish_outbox, name="clip_perception_publisher",
+                             daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _stop_worker(self) -> None:
+        """Finish the frame in flight, publish what is queued, and stop both threads."""
         self._running.clear()
         self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=30.0)
-            self._worker = None
+        if self._threads:
+            worker, publisher = self._threads
+            worker.join(timeout=30.0)
+            self._outbox.put(None)
+            publisher.join(timeout=30.0)
+            self._threads = []
 
     def _work(self) -> None:
         while self._running.is_set():
@@ -319,15 +332,23 @@ class PerceptionNode(LifecycleNode):
         if targets != self._targets:
             self.stats["results_superseded"] += 1  # the target changed meanwhile
             return
-        try:
-            self._publish(header, frame, detection, want_heat)
-        except Exception as exc:
-            self.stats["publish_failed"] += 1
-            self.problems.report("publish", f"publishing failed: {exc!r}")
-            return
-        self.stats["frames_processed"] += 1
-        self.timings.add("publish", time.perf_counter() - done)
-        self._record_age("latency", header)
+        # Publishing (drawing the debug image included) overlaps the next inference.
+        self._outbox.put((header, frame, detection, want_heat))
+
+    def _publish_outbox(self) -> None:
+        """Publisher thread: publish each result in order, then count it."""
+        while (item := self._outbox.get()) is not None:
+            header, frame, detection, with_heat = item
+            start = time.perf_counter()
+            try:
+                self._publish(header, frame, detection, with_heat)
+            except Exception as exc:
+                self.stats["publish_failed"] += 1
+                self.problems.report("publish", f"publishing failed: {exc!r}")
+                continue
+            self.stats["frames_processed"] += 1
+            self.timings.add("publish", time.perf_counter() - start)
+            self._record_age("latency", header)
 
     def _record_age(self, stage: str, header) -> None:
         """Time since the frame's stamp, when the stamp is on this clock (not a replayed bag)."""
@@ -412,11 +433,11 @@ def main(args: list[str] | None = None) -> int:
     code = 0
     try:
         if node.autostart:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("could not configure (see the error above); exiting")
-                code = 1
-            else:
-                node.trigger_activate()
+            for transition in (node.trigger_configure, node.trigger_activate):
+                if transition() != TransitionCallbackReturn.SUCCESS:
+                    node.get_logger().fatal("could not start (see the error above); exiting")
+                    code = 1
+                    break
         if code == 0:
             rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -256,6 +256,11 @@ def test_a_model_that_cannot_be_loaded_exits_nonzero_saying_how_to_fix_it(ros_do
 
     # A named model that is not cached, with no network: the download fails fast
     # (a proxy on a closed loopback port keeps any attempt on this machine).
+    bad_qos = NodeProcess(ros_domain, tmp_path / "qos.log", {"image_reliability": "fast"})
+    assert bad_qos.wait(60) == 1
+    assert "image_reliability 'fast' must be best_effort or reliable" in bad_qos.log()
+    bad_qos.stop()
+
     offline = NodeProcess(ros_domain, tmp_path / "offline.log",
                           {"model": "ViT-B/32", "model_download_root": str(tmp_path / "cache")},
                           env={"https_proxy": "http://127.0.0.1:9", "http_proxy":
@@ -291,3 +296,12 @@ def test_lifecycle_without_autostart_waits_for_configure_and_activate(start):
     assert call(change, ChangeState.Request(
         transition=Transition(id=Transition.TRANSITION_DEACTIVATE))).success
     assert probe.spin_until(lambda: probe.command_pub.get_subscription_count() == 0, 10)
+
+    # cleanup releases the model; configure and activate again keep the target
+    for transition in (Transition.TRANSITION_CLEANUP, Transition.TRANSITION_CONFIGURE,
+                       Transition.TRANSITION_ACTIVATE):
+        assert call(change, ChangeState.Request(transition=Transition(id=transition))).success
+    assert probe.wait_for_node(10)
+    send_until(probe, scene("red").image, T0 + 10, "debug_image")
+    assert probe.spin_until(lambda: probe.received["detected"], 5)
+    assert probe.latest("detected").data is True
