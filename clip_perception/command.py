@@ -123,12 +123,18 @@ def _strip_trailing(words: list[str], table) -> list[str]:
 
 
 def _is_clear(words: list[str]) -> bool:
-    """"stop", also wrapped in fillers: "please stop", "ok, stop now"."""
+    """"stop", also wrapped in fillers ("please stop", "ok, stop now") or with what
+    to stop ("stop looking for the hammer")."""
     stripped = True
     while stripped:
         words = [w for w in words if w != ","]
         words, stripped = _strip_leading(words, _LEADING_FILLER)
-    return " ".join(_strip_trailing(words, _TRAILING_FILLER)) in _CLEAR
+    words = _strip_trailing(words, _TRAILING_FILLER)
+    if " ".join(words) in _CLEAR:
+        return True
+    # "stop looking for the hammer", "cancel the search": the whole search ends.
+    return (len(words) > 1 and words[0] in ("stop", "cancel")
+            and words[1] in ("looking", "searching", "search", "tracking", "the", "finding"))
 
 
 def _noun_phrase(words: list[str]) -> list[str]:

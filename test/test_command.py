@@ -63,7 +63,8 @@ def test_parses_targets(text: str, targets: tuple[str, ...]) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["stop", "Stop!", "cancel", "never mind", "please stop", "ok, stop now", "stop it"]
+    "text", ["stop", "Stop!", "cancel", "never mind", "please stop", "ok, stop now", "stop it",
+             "stop looking for the hammer", "cancel the search", "please stop searching now"]
 )
 def test_stop_clears(text: str) -> None:
     command = parse_command(text)
