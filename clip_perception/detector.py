@@ -20,7 +20,7 @@ from .encoders import device_of, logit_scale_of
 from .image_formats import Frame
 from .localization import best_box, heatmap, refine_windows
 from .scoring import TextBank, target_scores
-from .windows import window_grid
+from .windows import sliding_indices, whole_frame_mask, window_grid
 
 Box = tuple[int, int, int, int]
 STAGE_CROPS = 20  # windows per target below which another refine stage costs more than it gives
@@ -198,10 +198,9 @@ class Detector:
         probs, evidence = self._score(image, windows, classes, n)
         crops = len(windows)
 
-        is_full = ((windows[:, 0] == 0) & (windows[:, 1] == 0)
-                   & (windows[:, 2] == width) & (windows[:, 3] == height))
-        full = np.flatnonzero(is_full)[:1] if config.include_full_frame else np.zeros(0, int)
-        sliding = np.flatnonzero(~is_full) if (~is_full).any() else np.arange(len(windows))
+        full = (np.flatnonzero(whole_frame_mask(windows, width, height))[:1]
+                if config.include_full_frame else np.zeros(0, int))
+        sliding = sliding_indices(windows, width, height)
         hits: list[Box] = [
             tuple(int(v) for v in windows[sliding[np.argmax(evidence[sliding, t])]])
             for t in range(n)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .encoders import _clip_module
 from .scoring import target_scores
+from .windows import sliding_indices
 
 # The pipelines resize differently (PIL bicubic vs roi_align's area-averaged
 # bilinear): about 1 grey level on average, a few at edges. Scores differ a
@@ -54,9 +55,7 @@ def naive_scores(encoder, image: np.ndarray, windows: np.ndarray, classes: torch
 def best_sliding_window(windows: np.ndarray, evidence: np.ndarray, width: int,
                         height: int) -> int:
     """Index of the best window by evidence, the whole frame excluded (as the detector does)."""
-    full = ((windows[:, 0] == 0) & (windows[:, 1] == 0)
-            & (windows[:, 2] == width) & (windows[:, 3] == height))
-    candidates = np.flatnonzero(~full) if (~full).any() else np.arange(len(windows))
+    candidates = sliding_indices(windows, width, height)
     return int(candidates[np.argmax(evidence[candidates])])
 
 

@@ -65,6 +65,18 @@ def window_grid(
     return np.concatenate(parts, axis=0)
 
 
+def whole_frame_mask(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """True for boxes that cover the whole ``width`` x ``height`` frame."""
+    return ((boxes[:, 0] == 0) & (boxes[:, 1] == 0)
+            & (boxes[:, 2] == width) & (boxes[:, 3] == height))
+
+
+def sliding_indices(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Indices of the boxes that are not the whole frame (all, if every box is)."""
+    partial = ~whole_frame_mask(boxes, width, height)
+    return np.flatnonzero(partial) if partial.any() else np.arange(len(boxes))
+
+
 def count_windows(width: int, height: int, scales: Sequence[float], stride: float,
                   include_full_frame: bool = True) -> int:
     """How many windows :func:`window_grid` makes for this frame size."""
