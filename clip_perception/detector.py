@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,6 +24,15 @@ from .scoring import TextBank, target_scores
 from .windows import sliding_indices, whole_frame_mask, window_grid
 
 Box = tuple[int, int, int, int]
+
+
+class FinePass(NamedTuple):
+    """One refine stage for one target: window probabilities and their heatmap."""
+
+    probs: np.ndarray
+    heat: np.ndarray
+    coverage: np.ndarray
+
 STAGE_CROPS = 20  # windows per target below which another refine stage costs more than it gives
 
 
@@ -150,16 +160,16 @@ class Detector:
                 budget: int, stages: int, alpha: float, cell: int):
         """Coarse to fine: each stage places a finer grid around the previous box.
 
-        Returns per target the final box (or None) and a list of
-        ``(boxes, probs)`` per stage; and the crops spent. A stage needs about
+        Returns per target the final box (or None) and its :class:`FinePass`
+        per stage; and the crops spent. A stage needs about
         :data:`STAGE_CROPS` windows per target to be worth it, so with many
         targets sharing the budget fewer stages run.
         """
         n = len(hits)
-        stages = max(1, min(stages, budget // (n * STAGE_CROPS)))
+        stages = min(stages, max(1, budget // (n * STAGE_CROPS)))
         boxes: list[Box | None] = [None] * n
         anchors = list(hits)
-        passes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
+        passes: list[list[FinePass]] = [[] for _ in range(n)]
         spent = 0
         for stage in range(stages):
             per_target = (budget - spent) // (n * (stages - stage))
@@ -170,8 +180,8 @@ class Detector:
             probs, _ = self._score(image, np.concatenate(grids), classes, n)
             spent += sum(sizes)
             for t, part in enumerate(np.split(probs, np.cumsum(sizes)[:-1])):
-                passes[t].append((grids[t], part[:, t]))
                 heat, coverage = heatmap(grids[t], part[:, t], width, height, cell)
+                passes[t].append(FinePass(part[:, t], heat, coverage))
                 found = best_box(heat, coverage, alpha, cell, width, height)
                 if found is not None:
                     boxes[t] = anchors[t] = found
@@ -206,7 +216,7 @@ class Detector:
             for t in range(n)
         ]
         refined: list[Box | None] = [None] * n
-        passes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
+        passes: list[list[FinePass]] = [[] for _ in range(n)]
         if config.refine:
             refined, passes, spent = self._refine(
                 image, classes, hits, width, height, config.crop_budget - crops,
@@ -217,7 +227,7 @@ class Detector:
         results, heatmaps = [], []
         for t, phrase in enumerate(targets):
             scores = probs[:, t]
-            score = max([float(scores.max())] + [float(p.max()) for _, p in passes[t]])
+            score = max([float(scores.max())] + [float(p.probs.max()) for p in passes[t]])
             if with_heatmap:
                 heatmaps.append(self._compose_heatmap(windows, scores, passes[t],
                                                       width, height, cell))
@@ -237,7 +247,6 @@ class Detector:
     def _compose_heatmap(windows, scores, passes, width, height, cell) -> np.ndarray:
         """Coarse heatmap, overwritten by each finer pass where that pass has coverage."""
         heat, _ = heatmap(windows, scores, width, height, cell)
-        for boxes, probs in passes:
-            fine, coverage = heatmap(boxes, probs, width, height, cell)
-            heat = np.where(coverage > 0, fine, heat)
+        for fine in passes:
+            heat = np.where(fine.coverage > 0, fine.heat, heat)
         return heat

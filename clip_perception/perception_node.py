@@ -323,7 +323,8 @@ class PerceptionNode(LifecycleNode):
             return
         done = time.perf_counter()
         self.timings.add("processing", done - start)
-        if self.detector.config.refine and not detection.refined:
+        config = self.detector.config
+        if config.refine and config.refine_stages and not detection.refined:
             self.problems.report(
                 "budget", f"refine is on but the {len(detection.windows)} coarse windows of a "
                           f"{frame.width}x{frame.height} frame leave no room in crop_budget "

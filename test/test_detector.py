@@ -318,3 +318,12 @@ def test_configure_keeps_the_text_cache_unless_prompts_change(encoder: ColorEnco
     detector.configure(detector.config.with_changes(neutral_prompt="thing"))
     detector.detect(image, ["red block"])
     assert encoder.text_calls > calls
+
+
+def test_refine_stages_zero_runs_no_finer_pass() -> None:
+    image = image_with(("red", (64, 48, 112, 96)))
+    detector = Detector(ColorEncoder(), DetectorConfig(refine_stages=0))
+    result = detector.detect(image, targets=["red block"])
+    assert not result.refined
+    assert result.crops == len(result.windows)
+    assert result.targets[0].box == result.targets[0].best_window
