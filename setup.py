@@ -48,7 +48,7 @@ setup(
     ],
     entry_points={
         'console_scripts': [
-            'perception_node = clip_perception.perception_node:main',
+            'perception_node = clip_perception.ros.node:main',
         ],
     },
 )

@@ -16,7 +16,7 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
 os.environ.setdefault("ROS_DOMAIN_ID", "42")
 # Frames the tests publish are larger than Fast DDS's default shared-memory segment.
-from clip_perception.dds_profile import env_with_profile  # noqa: E402
+from clip_perception.ros.dds_profile import env_with_profile  # noqa: E402
 
 os.environ.update(env_with_profile(os.environ))
 

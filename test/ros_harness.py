@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_perception import node_process
-from clip_perception.bag_replay import MATCH_SETTLE
-from clip_perception.node_process import local_ros_env
+from clip_perception.tools import node_process
+from clip_perception.tools.bag_replay import MATCH_SETTLE
+from clip_perception.tools.node_process import local_ros_env
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = Path(__file__).resolve().parent
-COLOR_MODEL = "clip_perception.color_encoder:factory"
+COLOR_MODEL = "clip_perception.testing.color_encoder:factory"
 SLOW_MODEL = "slow_encoder:factory"  # test/slow_encoder.py
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from clip_perception.color_encoder import ColorEncoder
+from clip_perception.testing.color_encoder import ColorEncoder
 
 
 class SlowColorEncoder(ColorEncoder):

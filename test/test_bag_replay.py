@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from ros_harness import NodeProcess, Probe, ros_env, stamp_of
 
-from clip_perception.bag_writer import write_bag
-from clip_perception.scenes import background, paint
-from clip_perception.windows import box_iou
+from clip_perception.core.windows import box_iou
+from clip_perception.testing.scenes import background, paint
+from clip_perception.tools.bag_writer import write_bag
 
 T0 = 1_650_000_000 * 10**9
 STEP = 200_000_000  # 5 Hz
@@ -52,7 +52,7 @@ def test_bag_written_with_rosbags_round_trips_through_rclpy(tmp_path):
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_replayed_bag_drives_the_node(storage, ros_domain, tmp_path):
-    from clip_perception.bag_replay import BagPlayer
+    from clip_perception.tools.bag_replay import BagPlayer
 
     frames = moving_block()
     bag = write_bag(tmp_path / "bag", [(t, img) for t, img, _ in frames],
@@ -93,7 +93,7 @@ def test_replay_command_line(ros_domain, tmp_path):
     probe = Probe(ros_domain)
     try:
         replay = subprocess.run(
-            [sys.executable, "-m", "clip_perception.bag_replay", str(bag),
+            [sys.executable, "-m", "clip_perception.tools.bag_replay", str(bag),
              "--remap", "/cam/rgb:=/image", "--wait-for-subscribers", "40", "--rate", "2"],
             env=ros_env(ros_domain), capture_output=True, text=True, timeout=120)
         assert replay.returncode == 0, replay.stderr

@@ -17,16 +17,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clip_perception import benchmark
-from clip_perception.benchmark import SINGLE_PASS, model_input
-from clip_perception.crops import FrameUploader, crop_windows
-from clip_perception.detector import Detector
-from clip_perception.encoders import ClipEncoder, _clip_module
-from clip_perception.image_formats import Frame
-from clip_perception.naive import Agreement, best_sliding_window, clip_preprocess, naive_scores
-from clip_perception.random_clip import ARCHITECTURES
-from clip_perception.scenes import scene_set
-from clip_perception.windows import window_grid
+from clip_perception.core.crops import FrameUploader, crop_windows
+from clip_perception.core.detector import Detector
+from clip_perception.core.encoders import ClipEncoder, _clip_module
+from clip_perception.core.image_formats import Frame
+from clip_perception.core.windows import window_grid
+from clip_perception.testing.random_clip import ARCHITECTURES
+from clip_perception.testing.scenes import scene_set
+from clip_perception.tools import benchmark
+from clip_perception.tools.benchmark import SINGLE_PASS, model_input
+from clip_perception.tools.naive import (
+    Agreement,
+    best_sliding_window,
+    clip_preprocess,
+    naive_scores,
+)
 
 WIDTH, HEIGHT = 128, 96
 CPU = torch.device("cpu")
@@ -196,12 +201,12 @@ def test_benchmark_runs_end_to_end(capsys) -> None:
 def test_ros_flag_calls_the_ros_benchmark(monkeypatch) -> None:
     calls = []
     module = types.SimpleNamespace(run_ros_benchmark=lambda args: calls.append(args) or 7)
-    monkeypatch.setitem(sys.modules, "clip_perception.ros_benchmark", module)
+    monkeypatch.setitem(sys.modules, "clip_perception.tools.ros_benchmark", module)
     assert benchmark.main(["--ros", "--frames", "3"]) == 7
     assert calls[0].frames == 3
 
 
 def test_ros_flag_without_the_module_says_so(monkeypatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "clip_perception.ros_benchmark", None)
+    monkeypatch.setitem(sys.modules, "clip_perception.tools.ros_benchmark", None)
     assert benchmark.main(["--ros"]) == 2
-    assert "clip_perception.ros_benchmark" in capsys.readouterr().err
+    assert "clip_perception.tools.ros_benchmark" in capsys.readouterr().err

@@ -24,11 +24,10 @@ with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resour
     import clip
     from clip.model import CLIP
 
-from clip_perception import encoders
-from clip_perception.color_encoder import ColorEncoder
-from clip_perception.config import DetectorConfig
-from clip_perception.detector import Detector
-from clip_perception.encoders import (
+from clip_perception.core import encoders
+from clip_perception.core.config import DetectorConfig
+from clip_perception.core.detector import Detector
+from clip_perception.core.encoders import (
     CLIP_MEAN,
     CLIP_STD,
     ClipEncoder,
@@ -37,6 +36,7 @@ from clip_perception.encoders import (
     resolve_device,
     resolve_precision,
 )
+from clip_perception.testing.color_encoder import ColorEncoder
 
 EMBED_DIM = 32
 RESOLUTION = 32
@@ -272,7 +272,7 @@ def factory_module(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("spec, message", [
     ("nonexistent.module:factory", "could not be imported"),
-    ("clip_perception.color_encoder:nope", "could not be imported"),
+    ("clip_perception.testing.color_encoder:nope", "could not be imported"),
 ])
 def test_factory_import_errors(spec: str, message: str) -> None:
     with pytest.raises(ModelLoadError, match=message) as info:
@@ -291,7 +291,7 @@ def test_factory_that_raises(factory_module: str) -> None:
 
 
 def test_factory_success_with_the_colour_encoder() -> None:
-    encoder = load_encoder("clip_perception.color_encoder:factory", device="cpu")
+    encoder = load_encoder("clip_perception.testing.color_encoder:factory", device="cpu")
     assert isinstance(encoder, ColorEncoder)
     assert encoder.device == torch.device("cpu")
     out = encoder.encode_images(torch.zeros(2, 3, encoder.input_size, encoder.input_size))
@@ -299,7 +299,7 @@ def test_factory_success_with_the_colour_encoder() -> None:
 
 
 @pytest.mark.parametrize("spec, is_factory", [
-    ("clip_perception.color_encoder:factory", True),
+    ("clip_perception.testing.color_encoder:factory", True),
     ("pkg:make", True),
     ("ViT-B/32", False),
     ("ViT-L/14@336px", False),

@@ -66,7 +66,7 @@ def test_colcon_build_installs_package(colcon_available, tmp_path: Path, mode: s
 
     # Sourcing the install's setup script (as users do) puts this install first on
     # PYTHONPATH and AMENT_PREFIX_PATH; the package then finds its installed files.
-    code = ("import clip_perception, clip_perception.dds_profile as d; "
+    code = ("import clip_perception, clip_perception.ros.dds_profile as d; "
             "from ament_index_python.packages import get_package_share_directory as g; "
             "print(clip_perception.__file__); print(d.large_frame_profile_path()); "
             "print(g('clip_perception'))")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clip_perception.config import ConfigError, DetectorConfig
+from clip_perception.core.config import ConfigError, DetectorConfig
 
 
 def test_defaults_are_valid() -> None:

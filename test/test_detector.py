@@ -14,12 +14,12 @@ import math
 import numpy as np
 import pytest
 
-from clip_perception.color_encoder import PALETTE, ColorEncoder
-from clip_perception.config import DEFAULT_BACKGROUNDS, ConfigError, DetectorConfig
-from clip_perception.detector import Detector
-from clip_perception.image_formats import frame_from_buffer
-from clip_perception.scenes import make_scene
-from clip_perception.windows import box_iou, window_grid
+from clip_perception.core.config import DEFAULT_BACKGROUNDS, ConfigError, DetectorConfig
+from clip_perception.core.detector import Detector
+from clip_perception.core.image_formats import frame_from_buffer
+from clip_perception.core.windows import box_iou, window_grid
+from clip_perception.testing.color_encoder import PALETTE, ColorEncoder
+from clip_perception.testing.scenes import make_scene
 
 W, H = 256, 192
 GREY = (128, 128, 128)  # matches no palette colour

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from clip_perception.color_encoder import ColorEncoder
-from clip_perception.config import DetectorConfig
-from clip_perception.evaluate import auroc, compare, main
-from clip_perception.scenes import scene_set
-from clip_perception.windows import count_windows
+from clip_perception.core.config import DetectorConfig
+from clip_perception.core.windows import count_windows
+from clip_perception.testing.color_encoder import ColorEncoder
+from clip_perception.testing.scenes import scene_set
+from clip_perception.tools.evaluate import auroc, compare, main
 
 
 @pytest.mark.parametrize("positive, negative, expected", [
@@ -59,7 +59,7 @@ def test_main_prints_both_reports(capsys) -> None:
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4
     assert lines[3].startswith("presence threshold: accuracy")
-    assert lines[0].startswith("model=clip_perception.color_encoder:factory")
+    assert lines[0].startswith("model=clip_perception.testing.color_encoder:factory")
     assert "scenes=4" in lines[0] and "size=160x120" in lines[0] and "threshold=0.4" in lines[0]
     assert lines[1].startswith("best_window") and lines[2].startswith("refined")
     for line in lines[1:3]:
@@ -74,7 +74,7 @@ def test_main_rejects_bad_arguments() -> None:
 
 
 def test_best_threshold_separates_scores_and_prefers_the_middle() -> None:
-    from clip_perception.evaluate import best_threshold
+    from clip_perception.tools.evaluate import best_threshold
 
     threshold, accuracy = best_threshold([0.9, 0.8, 0.7], [0.1, 0.2])
     assert accuracy == 1.0 and 0.2 < threshold <= 0.7
@@ -84,7 +84,7 @@ def test_best_threshold_separates_scores_and_prefers_the_middle() -> None:
 
 
 def test_labelled_bag_round_trips_and_evaluates_like_the_scenes(tmp_path) -> None:
-    from clip_perception.labelled_bag import read_labelled_bag, write_labelled_bag
+    from clip_perception.tools.labelled_bag import read_labelled_bag, write_labelled_bag
 
     scenes = scene_set(8, seed=4)
     bag = write_labelled_bag(tmp_path / "labelled", scenes, storage="mcap")
@@ -94,7 +94,7 @@ def test_labelled_bag_round_trips_and_evaluates_like_the_scenes(tmp_path) -> Non
 
 
 def test_main_evaluates_a_labelled_bag(tmp_path, capsys) -> None:
-    from clip_perception.labelled_bag import write_labelled_bag
+    from clip_perception.tools.labelled_bag import write_labelled_bag
 
     bag = write_labelled_bag(tmp_path / "labelled", scene_set(8, seed=4))
     assert main(["--bag", str(bag), "--device", "cpu"]) == 0

@@ -106,7 +106,7 @@ def _ros_env(domain: int, profile: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARS}
     env.pop("ROS_LOCALHOST_ONLY", None)
     if profile:
-        from clip_perception.dds_profile import env_with_profile
+        from clip_perception.ros.dds_profile import env_with_profile
         env = env_with_profile(env)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_DOMAIN_ID"] = str(domain)
@@ -184,7 +184,7 @@ def test_large_frames_arrive_with_profile(rclpy_available, tmp_path: Path,
 def test_profile_file_is_found_and_valid() -> None:
     import xml.etree.ElementTree as ET
 
-    from clip_perception.dds_profile import env_with_profile, large_frame_profile_path
+    from clip_perception.ros.dds_profile import env_with_profile, large_frame_profile_path
 
     path = large_frame_profile_path()
     ns = {"p": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}

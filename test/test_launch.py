@@ -36,8 +36,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / "launch" / "perception.launch.py"
 PARAMS_FILE = REPO / "config" / "perception.yaml"
-COLOR_MODEL = "clip_perception.color_encoder:factory"
-RED = (220, 40, 40)  # clip_perception.color_encoder.PALETTE["red"]
+COLOR_MODEL = "clip_perception.testing.color_encoder:factory"
+RED = (220, 40, 40)  # clip_perception.testing.color_encoder.PALETTE["red"]
 LAUNCH_TEST_DOMAIN = 49  # ROS_DOMAIN_IDs of this file
 HERE_DOMAIN = 48
 DEFAULTS = {
@@ -298,9 +298,9 @@ class TestParamsFile(unittest.TestCase):
 
     def test_matches_the_nodes_parameter_table(self):
         try:
-            from clip_perception.parameters import PARAMS
+            from clip_perception.ros.parameters import PARAMS
         except ImportError as exc:  # rcl_interfaces missing
-            self.skipTest(f"clip_perception.parameters not importable: {exc}")
+            self.skipTest(f"clip_perception.ros.parameters not importable: {exc}")
         params = yaml.safe_load(PARAMS_FILE.read_text())["clip_perception"]["ros__parameters"]
         self.assertEqual(set(params), {p.name for p in PARAMS})
         for p in PARAMS:
@@ -409,7 +409,7 @@ def launch_command(node: FakeNode, overrides_file: Path) -> list[str]:
     kw = node.kwargs
     script = Path(sys.executable).parent / kw["executable"]  # the console script, if installed
     cmd = [str(script)] if script.is_file() else [sys.executable, "-m",
-                                                   "clip_perception.perception_node"]
+                                                   "clip_perception.ros.node"]
     cmd += list(kw.get("arguments", []))
     cmd += ["--ros-args", "-r", f"__node:={kw['name']}"]
     if kw.get("namespace"):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from ros_harness import SLOW_MODEL, NodeProcess, Probe, stamp_of
 
-from clip_perception.scenes import make_scene
-from clip_perception.windows import box_iou
+from clip_perception.core.windows import box_iou
+from clip_perception.testing.scenes import make_scene
 
 T0 = 1_700_000_000 * 10**9  # frame stamps: recognisably not "now"
 
@@ -99,7 +99,7 @@ def test_several_objects_in_one_command(start):
     rng = np.random.default_rng(7)
     both = make_scene(rng, target_colour="red", distractors=0)
     # Paint a blue block far from the red one.
-    from clip_perception.scenes import paint
+    from clip_perception.testing.scenes import paint
     x0, y0, x1, y1 = both.target_box
     bx = 40 if x0 > 320 else 500
     paint(both.image, (bx, 180, bx + 100, 280), "blue", rng)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from clip_perception.config import DetectorConfig
-from clip_perception.detector import Detection, TargetResult
-from clip_perception.drawing import annotate
-from clip_perception.latest_slot import LatestSlot
-from clip_perception.log_throttle import ProblemLog
-from clip_perception.timings import Timings
+from clip_perception.core.config import DetectorConfig
+from clip_perception.core.detector import Detection, TargetResult
+from clip_perception.core.drawing import annotate
+from clip_perception.core.latest_slot import LatestSlot
+from clip_perception.core.log_throttle import ProblemLog
+from clip_perception.core.timings import Timings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_timings_report_percentiles_per_stage():
 
 # --- parameters ---------------------------------------------------------------------
 def test_parameter_table_matches_the_shipped_config_and_the_detector_defaults():
-    from clip_perception.parameters import PARAMS, descriptor, detector_config
+    from clip_perception.ros.parameters import PARAMS, descriptor, detector_config
 
     shipped = yaml.safe_load((REPO / "config" / "perception.yaml").read_text())
     values = shipped["clip_perception"]["ros__parameters"]
@@ -86,7 +86,7 @@ def test_parameter_table_matches_the_shipped_config_and_the_detector_defaults():
 
 
 def test_parameter_descriptors_carry_ranges():
-    from clip_perception.parameters import BY_NAME, descriptor
+    from clip_perception.ros.parameters import BY_NAME, descriptor
 
     threshold = descriptor(BY_NAME["presence_threshold"]).floating_point_range[0]
     assert (threshold.from_value, threshold.to_value) == (0.01, 0.99)
@@ -108,7 +108,7 @@ def _detection(present=(True, False)) -> Detection:
 def test_image_message_with_padded_bgr_rows_becomes_a_frame_view():
     from sensor_msgs.msg import Image
 
-    from clip_perception.ros_messages import frame_from_image
+    from clip_perception.ros.messages import frame_from_image
 
     pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     padded = np.zeros((2, 12), np.uint8)
@@ -122,7 +122,7 @@ def test_image_message_with_padded_bgr_rows_becomes_a_frame_view():
 def test_region_heatmap_and_debug_messages():
     from std_msgs.msg import Header
 
-    from clip_perception.ros_messages import heatmap_image, region, rgb_image
+    from clip_perception.ros.messages import heatmap_image, region, rgb_image
 
     det = _detection()
     roi = region(det.targets[0])
@@ -163,7 +163,7 @@ def _fake_vision_msgs():
 def test_detection_array_has_one_detection_per_found_target():
     from std_msgs.msg import Header
 
-    from clip_perception.ros_messages import detection_array
+    from clip_perception.ros.messages import detection_array
 
     header = Header(frame_id="cam")
     array = detection_array(_detection((True, True)), header, msgs=_fake_vision_msgs())
@@ -183,7 +183,7 @@ def test_detection_array_uses_real_vision_msgs_where_installed():
         "vision_msgs.msg", reason="vision_msgs is not installable from PyPI; runs on ROS installs")
     from std_msgs.msg import Header
 
-    from clip_perception.ros_messages import detection_array
+    from clip_perception.ros.messages import detection_array
 
     array = detection_array(_detection((True, True)), Header(frame_id="cam"))
     assert isinstance(array, vision_msgs.Detection2DArray) and len(array.detections) == 2
@@ -191,7 +191,7 @@ def test_detection_array_uses_real_vision_msgs_where_installed():
 
 
 def test_annotate_draws_found_and_missing_targets_on_a_copy():
-    from clip_perception.drawing import FOUND, MISSING
+    from clip_perception.core.drawing import FOUND, MISSING
 
     rgb = np.full((48, 64, 3), 128, np.uint8)
     out = annotate(rgb, _detection((True, False)))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from clip_perception.color_encoder import PALETTE, ColorEncoder
-from clip_perception.scenes import make_scene, scene_set
+from clip_perception.testing.color_encoder import PALETTE, ColorEncoder
+from clip_perception.testing.scenes import make_scene, scene_set
 
 
 def crop(image: np.ndarray, box) -> torch.Tensor:

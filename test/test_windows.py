@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_perception.windows import (
+from clip_perception.core.windows import (
     box_iou,
     count_windows,
     grid,

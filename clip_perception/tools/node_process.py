@@ -19,7 +19,7 @@ PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE
 def local_ros_env(domain: int | str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's env) with loopback-only discovery in ``domain``
     and the large-frame Fast DDS profile."""
-    from .dds_profile import env_with_profile
+    from ..ros.dds_profile import env_with_profile
 
     env = env_with_profile(dict(os.environ if base is None else base))
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -46,8 +46,8 @@ def _param(value: object) -> str:
 
 def node_command(params: Mapping[str, object] | None = None,
                  remaps: Mapping[str, str] | None = None) -> list[str]:
-    """``python -m clip_perception.perception_node --ros-args -r ... -p ...``."""
-    cmd = [sys.executable, "-m", "clip_perception.perception_node", "--ros-args"]
+    """``python -m clip_perception.ros.node --ros-args -r ... -p ...``."""
+    cmd = [sys.executable, "-m", "clip_perception.ros.node", "--ros-args"]
     for old, new in (remaps or {}).items():
         cmd += ["-r", f"{old}:={new}"]
     for key, value in (params or {}).items():

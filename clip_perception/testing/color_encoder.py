@@ -8,7 +8,7 @@ probability is then a known function of how much of it the object covers,
 so tests, the demo and the evaluation tool can assert exact answers without
 CLIP weights.
 
-Use it as ``model:=clip_perception.color_encoder:factory``.
+Use it as ``model:=clip_perception.testing.color_encoder:factory``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ MATCH_DISTANCE = 60.0  # RGB units (0-255) within which a pixel counts as a pale
 
 
 class ColorEncoder:
-    """Colour-histogram encoder with the :class:`~clip_perception.encoders.Encoder` interface."""
+    """Colour-histogram encoder with the :class:`~clip_perception.core.encoders.Encoder` API."""
 
     def __init__(self, device: torch.device | str = "cpu", input_size: int = 64,
                  logit_scale: float = 10.0):
@@ -78,5 +78,5 @@ class ColorEncoder:
 
 
 def factory(device: torch.device | str = "cpu") -> ColorEncoder:
-    """Entry point for ``model:=clip_perception.color_encoder:factory``."""
+    """Entry point for ``model:=clip_perception.testing.color_encoder:factory``."""
     return ColorEncoder(device=device)

@@ -17,7 +17,7 @@ PROFILE_ENV_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE",  # Fast DDS 2.x (Humble, J
 
 
 def _file_candidates() -> list[Path]:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the clip_perception package
     # Source tree, `pip install -e .` and `colcon build --symlink-install`.
     found = [here.parent / "config" / PROFILE_NAME]
     if len(here.parents) > 3:

@@ -1,15 +1,15 @@
 """CLIP architectures with random weights: the real models' compute, no download.
 
 For benchmarks and tests on machines without weights. The encoder goes
-through the same :class:`~clip_perception.encoders.ClipEncoder` as real
-weights. As a node model: ``model:=clip_perception.random_clip:vit_b32``.
+through the same :class:`~clip_perception.core.encoders.ClipEncoder` as real
+weights. As a node model: ``model:=clip_perception.testing.random_clip:vit_b32``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .encoders import ClipEncoder, _clip_module, resolve_device, resolve_precision
+from ..core.encoders import ClipEncoder, _clip_module, resolve_device, resolve_precision
 
 ARCHITECTURES: dict[str, dict[str, int]] = {
     "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,

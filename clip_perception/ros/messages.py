@@ -12,8 +12,8 @@ import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from .detector import Detection, TargetResult
-from .image_formats import Frame, frame_from_buffer
+from ..core.detector import Detection, TargetResult
+from ..core.image_formats import Frame, frame_from_buffer
 
 try:  # present on a ROS 2 install; absent in the pip-only environment
     import vision_msgs.msg as vision_msgs

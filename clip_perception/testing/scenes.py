@@ -1,7 +1,7 @@
 """Generated table-top scenes with ground truth, for the demo, tests and evaluation.
 
 A scene is a textured grey background with coloured blocks (palette colours
-of :mod:`clip_perception.color_encoder`). The target is one block; the
+of :mod:`clip_perception.testing.color_encoder`). The target is one block; the
 others are distractors of other colours.
 """
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from .config import DEFAULT_BACKGROUNDS, DEFAULT_NEUTRAL, DEFAULT_TEMPLATES, DetectorConfig
+from ..core.config import DEFAULT_BACKGROUNDS, DEFAULT_NEUTRAL, DEFAULT_TEMPLATES, DetectorConfig
 
 
 @dataclass(frozen=True)

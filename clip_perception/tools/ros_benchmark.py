@@ -1,4 +1,4 @@
-"""Latency under load over real DDS: ``python -m clip_perception.benchmark --ros``.
+"""Latency under load over real DDS: ``python -m clip_perception.tools.benchmark --ros``.
 
 Starts the node in its own process, publishes frames at a camera rate on
 loopback for a while, and reads the node's per-frame timings from
@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..testing.scenes import make_scene
 from .node_process import NodeProcess, local_ros_env, use_local_ros
-from .scenes import make_scene
 
 DEFAULT_DOMAIN = "74"
-RANDOM_VIT_B32 = "clip_perception.random_clip:vit_b32"
+RANDOM_VIT_B32 = "clip_perception.testing.random_clip:vit_b32"
 
 
 def default_model() -> str:
     """ViT-B/32 if its weights are cached here, else the same architecture with random weights."""
-    from .encoders import default_download_root
+    from ..core.encoders import default_download_root
 
     if os.path.isfile(os.path.join(default_download_root(), "ViT-B-32.pt")):
         return "ViT-B/32"

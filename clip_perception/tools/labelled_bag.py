@@ -12,9 +12,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..core.image_formats import frame_from_buffer
+from ..testing.scenes import Scene
 from .bag_writer import LABELS_TOPIC, write_bag
-from .image_formats import frame_from_buffer
-from .scenes import Scene
 
 
 def label_json(scene: Scene) -> str:

@@ -28,7 +28,7 @@ def write_bag(
 
     Each image's header stamp is its bag time, as a camera driver would record it.
     ``labels`` (std_msgs/String on ``/labels``) carry ground truth for
-    :mod:`clip_perception.labelled_bag`.
+    :mod:`clip_perception.tools.labelled_bag`.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore

@@ -1,0 +1,175 @@
+"""Measure presence and localization quality: ``python -m clip_perception.tools.evaluate``.
+
+Runs the detector over generated scenes with ground truth (or a labelled
+bag) and reports, for the single best window of a one-pass grid and for the
+refined region on the same scenes:
+
+* presence accuracy and AUROC (score of scenes with vs without the target);
+* pointing accuracy: the centre of the region falls inside the true box;
+* the share of scenes with IoU >= 0.5 (of those that contain the target);
+* crops per frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.config import DetectorConfig
+from ..core.detector import Detector
+from ..core.encoders import load_encoder
+from ..core.windows import box_iou
+from ..testing.scenes import Scene, scene_set
+
+COLOR_ENCODER = "clip_perception.testing.color_encoder:factory"
+
+
+@dataclass
+class Report:
+    """Metrics of one pipeline variant over a scene set."""
+
+    name: str
+    scenes: int
+    presence_accuracy: float
+    auroc: float
+    pointing: float
+    iou50: float
+    mean_iou: float
+    crops_per_frame: float
+    seconds_per_frame: float
+    present_scores: list[float] = field(default_factory=list, repr=False)
+    absent_scores: list[float] = field(default_factory=list, repr=False)
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<12} scenes={self.scenes} presence_acc={self.presence_accuracy:.3f} "
+            f"auroc={self.auroc:.3f} pointing={self.pointing:.3f} iou50={self.iou50:.3f} "
+            f"mean_iou={self.mean_iou:.3f} crops/frame={self.crops_per_frame:.1f} "
+            f"s/frame={self.seconds_per_frame:.3f}"
+        )
+
+
+def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """Probability that a random positive outscores a random negative (ties count half)."""
+    pos, neg = np.asarray(positive, float), np.asarray(negative, float)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def _inside(point: tuple[float, float], box: Sequence[int]) -> bool:
+    return box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3]
+
+
+def evaluate(detector: Detector, scenes: Iterable[Scene], name: str,
+             use_best_window: bool = False) -> Report:
+    """Run ``detector`` on every scene and score its answers against the truth."""
+    correct, pos_scores, neg_scores, hits, ious, crops, count = 0, [], [], [], [], [], 0
+    start = time.perf_counter()
+    for scene in scenes:
+        count += 1
+        result = detector.detect(scene.image, targets=[scene.target])
+        found = result.targets[0]
+        crops.append(result.crops)
+        truth = scene.target_box is not None
+        correct += int(found.present == truth)
+        (pos_scores if truth else neg_scores).append(found.score)
+        if truth:
+            box = found.best_window if use_best_window else found.box
+            centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+            hits.append(_inside(centre, scene.target_box))
+            ious.append(box_iou(box, scene.target_box))
+    elapsed = time.perf_counter() - start
+    ious_arr = np.asarray(ious)
+    return Report(
+        name=name,
+        scenes=count,
+        presence_accuracy=correct / max(count, 1),
+        auroc=auroc(pos_scores, neg_scores),
+        pointing=float(np.mean(hits)) if hits else float("nan"),
+        iou50=float(np.mean(ious_arr >= 0.5)) if len(ious_arr) else float("nan"),
+        mean_iou=float(ious_arr.mean()) if len(ious_arr) else float("nan"),
+        crops_per_frame=float(np.mean(crops)) if crops else 0.0,
+        seconds_per_frame=elapsed / max(count, 1),
+        present_scores=pos_scores,
+        absent_scores=neg_scores,
+    )
+
+
+def best_threshold(present: Sequence[float], absent: Sequence[float]) -> tuple[float, float]:
+    """The presence threshold with the highest accuracy on these scores, and that accuracy.
+
+    Candidates are midpoints between neighbouring scores; among equally good
+    ones, the one nearest 0.5 wins (the widest margin on both sides usually).
+    """
+    scores = np.unique(np.concatenate([np.asarray(present, float), np.asarray(absent, float)]))
+    candidates = np.concatenate([[0.5], (scores[:-1] + scores[1:]) / 2])
+    pos, neg = np.asarray(present, float), np.asarray(absent, float)
+    total = max(len(pos) + len(neg), 1)
+    accuracy = np.array([((pos >= t).sum() + (neg < t).sum()) / total for t in candidates])
+    best = np.flatnonzero(accuracy == accuracy.max())
+    pick = best[np.argmin(np.abs(candidates[best] - 0.5))]
+    return float(candidates[pick]), float(accuracy[pick])
+
+
+def compare(encoder, scenes: list[Scene], config: DetectorConfig) -> list[Report]:
+    """The single best window of the one-pass default grid vs the refined region."""
+    single = config.single_pass()
+    return [
+        evaluate(Detector(encoder, single), scenes, "best_window", use_best_window=True),
+        evaluate(Detector(encoder, config), scenes, "refined"),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clip_perception.evaluate",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=COLOR_ENCODER,
+                        help="encoder: CLIP name, checkpoint path or module:factory "
+                             "(default: the known-answer colour encoder)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--scenes", type=int, default=200, help="generated scenes (default 200)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--size", default="640x480", help="frame size WxH")
+    parser.add_argument("--threshold", type=float, default=None, help="presence threshold")
+    parser.add_argument("--bag", help="a labelled bag (see clip_perception.tools.labelled_bag) "
+                                      "instead of generated scenes")
+    parser.add_argument("--image-topic", help="the bag's image topic (default: its only one)")
+    args = parser.parse_args(argv)
+
+    encoder = load_encoder(args.model, args.device, args.precision)
+    config = DetectorConfig()
+    if args.threshold is not None:
+        config = config.with_changes(presence_threshold=args.threshold)
+    if args.bag:
+        from .labelled_bag import read_labelled_bag
+
+        scenes = read_labelled_bag(args.bag, args.image_topic)
+        source = f"bag={args.bag}"
+    else:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        scenes = scene_set(args.scenes, seed=args.seed, width=width, height=height)
+        source = f"generated seed={args.seed} size={width}x{height}"
+    print(f"model={args.model} scenes={len(scenes)} {source} "
+          f"threshold={config.presence_threshold}")
+    reports = compare(encoder, scenes, config)
+    for report in reports:
+        print(report.line())
+    refined = reports[-1]
+    threshold, accuracy = best_threshold(refined.present_scores, refined.absent_scores)
+    print(f"presence threshold: accuracy {refined.presence_accuracy:.3f} at "
+          f"{config.presence_threshold:g}; best on these scenes {threshold:.3f} "
+          f"(accuracy {accuracy:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
