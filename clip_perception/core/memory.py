@@ -29,6 +29,36 @@ def malloc_trim() -> bool:
     return True
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+FRAME_MMAP_THRESHOLD = 256 * 1024  # frames (640x480 rgb8 is 900 KiB) are mmapped, never pooled
+ARENA_MAX = 2
+
+
+def configure_allocator(environ: dict | None = None) -> dict[str, int]:
+    """Tune glibc malloc for a process that allocates a camera frame per message on one
+    thread and frees it on another; returns what was set ({} where not glibc).
+
+    * a fixed mmap threshold: glibc otherwise raises it to the size of the last freed
+      mmapped block, after which every frame-sized buffer comes from (and fragments)
+      the heap arenas instead of going back to the OS when freed;
+    * at most ``ARENA_MAX`` arenas, unless ``MALLOC_ARENA_MAX`` is set.
+
+    ``CLIP_PERCEPTION_MALLOC=default`` leaves the allocator as it is.
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is None or env.get("CLIP_PERCEPTION_MALLOC", "") == "default":
+        return {}
+    done = {}
+    if "MALLOC_MMAP_THRESHOLD_" not in env and mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD):
+        done["mmap_threshold"] = FRAME_MMAP_THRESHOLD
+    if "MALLOC_ARENA_MAX" not in env and mallopt(M_ARENA_MAX, ARENA_MAX):
+        done["arena_max"] = ARENA_MAX
+    return done
+
+
 def release_memory() -> None:
     """After dropping a model: collect cycles, empty torch's CUDA cache, trim the heap."""
     gc.collect()

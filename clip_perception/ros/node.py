@@ -34,7 +34,7 @@ from ..core.encoders import ModelLoadError, load_encoder
 from ..core.health import Health
 from ..core.inference_loop import InferenceLoop, Result
 from ..core.log_throttle import ProblemLog
-from ..core.memory import release_memory
+from ..core.memory import configure_allocator, malloc_trim, release_memory
 from . import param_hooks
 from .diagnostics import Diagnostics
 from .inputs import CameraInput, image_qos
@@ -151,6 +151,7 @@ class PerceptionNode(LifecycleNode):
         if self._command_sub is not None:
             self.destroy_subscription(self._command_sub)
             self._command_sub = None
+        malloc_trim()  # the frames and results of the active period are free now
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -271,6 +272,7 @@ class PerceptionNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node; exits 1 if the model cannot be loaded."""
+    configure_allocator()  # before rclpy and torch start their threads
     rclpy.init(args=args)
     node = PerceptionNode()
     code = 0

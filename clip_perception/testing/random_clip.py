@@ -44,3 +44,16 @@ def vit_b32(device: str | torch.device = "auto") -> ClipEncoder:
 def tiny(device: str | torch.device = "auto") -> ClipEncoder:
     """Factory: a tiny CLIP (32 px input) with random weights, for fast tests."""
     return random_clip("tiny", device)
+
+
+def write_checkpoint(path: str, arch: str = "tiny", seed: int = 0) -> str:
+    """Save a seeded random CLIP ``arch`` as a plain state-dict checkpoint at ``path``, which
+    the node loads through the real checkpoint path (``model:=/path/to/file.pt``)."""
+    _clip_module()
+    from clip.model import CLIP
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIP(**ARCHITECTURES[arch])
+    torch.save(model.state_dict(), path)
+    return path

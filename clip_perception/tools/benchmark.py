@@ -69,6 +69,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="with --ros: frames published per second (default 30)")
     p.add_argument("--duration", type=float, default=20.0,
                    help="with --ros: seconds of publishing (default 20)")
+    p.add_argument("--soak", type=float, default=None, metavar="MINUTES",
+                   help="with --ros: soak the node for MINUTES (lifecycle cycles, commands, "
+                        "parameter changes) and report RSS, threads and fds over time")
+    p.add_argument("--soak-full-every", type=int, default=2, metavar="N",
+                   help="with --soak: every Nth lifecycle cycle also does cleanup/configure "
+                        "(default 2)")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:

@@ -34,7 +34,11 @@ def default_model() -> str:
 
 
 def run_ros_benchmark(args) -> int:
-    """Publish ``args.size`` frames at ``args.rate`` Hz for ``args.duration`` s and report."""
+    """Publish ``args.size`` frames at ``args.rate`` Hz for ``args.duration`` s and report;
+    with ``args.soak`` (minutes), soak the node instead (:mod:`.soak`)."""
+    if getattr(args, "soak", None) is not None:
+        from .soak import run_soak
+        return run_soak(args)
     width, height = (int(v) for v in args.size.lower().split("x"))
     model = args.model if args.model and args.model != "ViT-B/32" else default_model()
     env = local_ros_env(getattr(args, "domain", None) or os.environ.get("ROS_DOMAIN_ID")

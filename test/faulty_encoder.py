@@ -1,0 +1,42 @@
+"""Known-answer encoders with injected faults, for node tests over DDS.
+
+``model:=faulty_encoder:factory`` (test/ is on the node's PYTHONPATH):
+
+* text embedding raises for any prompt containing "poison";
+* with ``FAULTY_REPORT_ONCE=<kind>``, the first ProblemLog.report of that kind
+  raises (a broken logger: a fault outside detect, in the worker thread).
+"""
+
+from __future__ import annotations
+
+import os
+
+from clip_perception.core import log_throttle
+from clip_perception.testing.color_encoder import ColorEncoder
+
+
+class PoisonedTextEncoder(ColorEncoder):
+    def encode_texts(self, texts):
+        if any("poison" in t for t in texts):
+            raise RuntimeError("text encoder failed on a poison prompt")
+        return super().encode_texts(texts)
+
+
+def _break_report_once(kind: str) -> None:
+    original = log_throttle.ProblemLog.report
+    armed = [True]
+
+    def report(self, k, message):
+        if k == kind and armed[0]:
+            armed[0] = False
+            raise RuntimeError(f"logger failed on {k}")
+        return original(self, k, message)
+
+    log_throttle.ProblemLog.report = report
+
+
+def factory(device="cpu"):
+    kind = os.environ.get("FAULTY_REPORT_ONCE")
+    if kind:
+        _break_report_once(kind)
+    return PoisonedTextEncoder(device=device)
