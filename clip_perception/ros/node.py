@@ -68,7 +68,7 @@ class PerceptionNode(LifecycleNode):
         self.command_counts: Counter[str] = Counter(commands_received=0, commands_rejected=0)
         period = self._values["diagnostics_period"]
         self.loop = InferenceLoop(
-            self._publish_result, report=self.problems.report,
+            self._publish_result, report=lambda kind, message: self.problems.report(kind, message),
             want_heatmap=lambda: self.outputs is not None and self.outputs.want_heatmap(),
             health=Health(window=HEALTH_WINDOW_PERIODS * period))
         self.camera = CameraInput(self, self.loop.submit, self.problems,
