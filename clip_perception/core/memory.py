@@ -29,20 +29,18 @@ def malloc_trim() -> bool:
     return True
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-FRAME_MMAP_THRESHOLD = 256 * 1024  # frames (640x480 rgb8 is 900 KiB) are mmapped, never pooled
+M_ARENA_MAX = -8
 ARENA_MAX = 2
 
 
 def configure_allocator(environ: dict | None = None) -> dict[str, int]:
-    """Tune glibc malloc for a process that allocates a camera frame per message on one
-    thread and frees it on another; returns what was set ({} where not glibc).
+    """Cap glibc malloc at ``ARENA_MAX`` arenas (unless ``MALLOC_ARENA_MAX`` is set):
+    frames are allocated on the executor thread and freed on the loop's threads,
+    and every thread that allocates may otherwise get an arena of its own (up to
+    8 per core), each keeping freed memory. Returns what was set ({} where not glibc).
 
-    * a fixed mmap threshold: glibc otherwise raises it to the size of the last freed
-      mmapped block, after which every frame-sized buffer comes from (and fragments)
-      the heap arenas instead of going back to the OS when freed;
-    * at most ``ARENA_MAX`` arenas, unless ``MALLOC_ARENA_MAX`` is set.
-
+    The mmap threshold is left dynamic: a fixed low one made every large torch
+    temporary an mmap/munmap pair and cut the soak's results by a third.
     ``CLIP_PERCEPTION_MALLOC=default`` leaves the allocator as it is.
     """
     import os
@@ -51,12 +49,9 @@ def configure_allocator(environ: dict | None = None) -> dict[str, int]:
     mallopt = getattr(_LIBC, "mallopt", None)
     if mallopt is None or env.get("CLIP_PERCEPTION_MALLOC", "") == "default":
         return {}
-    done = {}
-    if "MALLOC_MMAP_THRESHOLD_" not in env and mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD):
-        done["mmap_threshold"] = FRAME_MMAP_THRESHOLD
     if "MALLOC_ARENA_MAX" not in env and mallopt(M_ARENA_MAX, ARENA_MAX):
-        done["arena_max"] = ARENA_MAX
-    return done
+        return {"arena_max": ARENA_MAX}
+    return {}
 
 
 def release_memory() -> None:
