@@ -111,3 +111,14 @@ def test_a_failed_target_update_warns_until_a_good_one(clock):
 def test_window_and_stall_must_be_positive():
     with pytest.raises(ValueError):
         Health(window=0)
+
+
+def test_event_history_stays_bounded_without_reports(clock):
+    health = Health(window=1.0, clock=clock)
+    health.started()
+    for i in range(10_000):  # 100 s at 100 Hz, never reported
+        clock.now = i / 100
+        health.input()
+        health.result()
+        health.error("image")
+    assert len(health._inputs.times) <= 101 and len(health._error_kinds) <= 101

@@ -40,9 +40,10 @@ class _Events:
         self.times: deque[float] = deque()
         self.last: float | None = None
 
-    def add(self, now: float) -> None:
+    def add(self, now: float, window: float) -> None:
         self.times.append(now)
         self.last = now
+        self.prune(now - window)  # bounded even if nobody asks for a report
 
     def prune(self, since: float) -> int:
         while self.times and self.times[0] < since:
@@ -76,17 +77,19 @@ class Health:
 
     def input(self) -> None:
         with self._lock:
-            self._inputs.add(self._clock())
+            self._inputs.add(self._clock(), self.window)
 
     def result(self) -> None:
         with self._lock:
-            self._results.add(self._clock())
+            self._results.add(self._clock(), self.window)
 
     def error(self, kind: str) -> None:
         with self._lock:
             now = self._clock()
-            self._errors.add(now)
+            self._errors.add(now, self.window)
             self._error_kinds.append((now, kind))
+            while self._error_kinds and self._error_kinds[0][0] < now - self.window:
+                self._error_kinds.popleft()
 
     def report(self, *, running: bool, worker_alive: bool, busy_for: float | None,
                has_target: bool) -> HealthReport:
