@@ -4,12 +4,16 @@
 
 * text embedding raises for any prompt containing "poison";
 * with ``FAULTY_REPORT_ONCE=<kind>``, the first ProblemLog.report of that kind
-  raises (a broken logger: a fault outside detect, in the worker thread).
+  raises (a broken logger: a fault outside detect, in the worker thread);
+* with ``FAULTY_SLOW_DRAWING=<seconds>``, drawing the debug image takes that long
+  (a slow publisher, so results queue behind it).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import time
 
 from clip_perception.core import log_throttle
 from clip_perception.testing.color_encoder import ColorEncoder
@@ -35,8 +39,26 @@ def _break_report_once(kind: str) -> None:
     log_throttle.ProblemLog.report = report
 
 
+def _slow_drawing(seconds: float) -> None:
+    from clip_perception.core.drawing import annotate
+
+    def slow(*args, **kwargs):
+        time.sleep(seconds)
+        return annotate(*args, **kwargs)
+
+    for name in ("__main__", "clip_perception.ros.node", "clip_perception.ros.outputs"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "annotate"):  # wherever the node draws (`-m` runs it as __main__)
+            module.annotate = slow
+
+
 def factory(device="cpu"):
     kind = os.environ.get("FAULTY_REPORT_ONCE")
     if kind:
         _break_report_once(kind)
+    if os.environ.get("FAULTY_SLOW_DRAWING"):
+        _slow_drawing(float(os.environ["FAULTY_SLOW_DRAWING"]))
     return PoisonedTextEncoder(device=device)

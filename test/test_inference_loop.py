@@ -406,3 +406,29 @@ def test_errors_reach_the_health_window_and_leave_it():
         assert h.loop.health_report().level == OK
     finally:
         h.loop.stop(1.0)
+
+
+def test_the_loop_runs_the_real_detector_and_prepare_does_not_switch_targets():
+    import numpy as np
+
+    from clip_perception.core.detector import Detector
+    from clip_perception.testing.color_encoder import ColorEncoder
+    from clip_perception.testing.scenes import make_scene
+
+    detector = Detector(ColorEncoder(device="cpu"))
+    published = []
+    loop = InferenceLoop(published.append, poll=0.01)
+    loop.load(detector)
+    assert loop.set_targets(("red block",))
+    loop.prepare_targets(("blue block",))
+    assert detector.targets == ("red block",) and loop.targets.phrases == ("red block",)
+    s = make_scene(np.random.default_rng(1), target_colour="red", distractors=1)
+    loop.start()
+    try:
+        loop.submit("header", s.image)
+        assert until(lambda: published, 10)
+    finally:
+        loop.stop(5)
+    result = published[0]
+    assert result.header == "header" and result.targets.phrases == ("red block",)
+    assert result.detection.present and result.changes[0].phrase == "red block"

@@ -94,6 +94,28 @@ def test_a_target_that_cannot_be_embedded_is_refused_and_the_old_one_keeps_worki
     assert "could not embed targets poison block" in node.log()
 
 
+def test_results_queued_for_an_old_target_are_not_published_after_a_command(start):
+    """Finding 3: results waiting for a slow publisher were published after the target
+    had changed."""
+    node, probe = start(params={"model": FAULTY_MODEL, "refine": False},
+                        env={"FAULTY_SLOW_DRAWING": "1.0"})
+    assert probe.command("find the red block", expect_targets="red block")
+    image = scene("red").image
+    for i in range(8):  # one is drawn for 1 s; the next ones queue behind it
+        probe.image(image, T0 + 30 + i)
+        probe.spin(0.1)
+    assert probe.command("find the blue block", expect_targets="blue block")
+    sent_after = T0 + 50
+    send_until(probe, image, sent_after, "debug_image", timeout=15)
+    probe.spin(0.5)
+    changed = next(t for t, m in probe.received["targets"] if m.data == "blue block")
+    old = [stamp_of(m) for t, m in probe.received["debug_image"]
+           if t > changed and stamp_of(m) < sent_after]
+    # the one being drawn when the command came may finish; none queued behind it
+    assert len(old) <= 1, f"results for the old target were published after the change: {old}"
+    assert probe.latest("detected").data is False, "the blue block is not in the scene"
+
+
 def test_an_exception_outside_detect_does_not_end_the_worker(start):
     """Finding 5: an exception in the worker outside detect (here: the logger, on the
     crop-budget warning) ended the worker thread silently."""
