@@ -350,6 +350,29 @@ def test_a_slow_model_is_not_released_under_its_worker():
         h.loop.stop(1.0)
 
 
+def test_a_deferred_release_runs_when_the_slow_worker_exits_after_a_restart():
+    h = Harness()
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    h.detector.gate.clear()
+    h.loop.submit(None, "slow")
+    assert h.detector.entered.wait(WAIT)
+    assert h.loop.stop(timeout=0.05) is False
+    released = threading.Event()
+    assert h.loop.release(after=released.set) is False
+    fresh = FakeDetector()
+    h.loop.load(fresh)           # cleanup, configure, activate while the old one runs
+    h.loop.start()
+    try:
+        h.detector.gate.set()    # the old model finishes its frame
+        assert released.wait(WAIT)
+        assert h.loop.detector is fresh
+        h.run("on the new model")
+        assert h.frames() == ["on the new model"]
+    finally:
+        h.loop.stop(1.0)
+
+
 def test_release_runs_at_once_when_no_worker_is_busy(h):
     h.loop.stop()
     done = []

@@ -394,10 +394,12 @@ class InferenceLoop:
         with self._lock:
             if run in self._zombies:
                 self._zombies.remove(run)
-            idle = self._run is None and not any(
+            # the released model was used by this worker: once no other stopped worker
+            # runs either, nothing uses it (a new run works on the model loaded since)
+            idle = (self._run is None or self._run is not run) and not any(
                 r.worker is not None and r.worker.is_alive() and r.worker is not
                 threading.current_thread() for r in self._zombies)
-            after = self._after_release if idle and self._detector is None else []
+            after = self._after_release if idle else []
             if after:
                 self._after_release = []
         for callback in after:
