@@ -76,7 +76,7 @@ def test_parameter_table_matches_the_shipped_config_and_the_detector_defaults():
     from clip_perception.ros.parameters import PARAMS, descriptor, detector_config
 
     shipped = yaml.safe_load((REPO / "config" / "perception.yaml").read_text())
-    values = shipped["clip_perception"]["ros__parameters"]
+    values = shipped["/**/clip_perception"]["ros__parameters"]  # any namespace
     assert set(values) == {p.name for p in PARAMS}
     for p in PARAMS:
         assert values[p.name] == p.default, f"{p.name}: yaml and node defaults differ"
