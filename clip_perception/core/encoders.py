@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from .clip_internals import checkpoint_file
+
 DEFAULT_LOGIT_SCALE = 100.0
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -207,7 +209,7 @@ class ClipEncoder:
             return self.model.encode_text(tokens).float()
 
 
-def _clip_module():
+def import_clip():
     try:
         with warnings.catch_warnings():  # clip imports the deprecated pkg_resources
             warnings.simplefilter("ignore", UserWarning)
@@ -264,7 +266,7 @@ def load_clip(
     downloaded there). Local files may be OpenAI's TorchScript archives or
     plain state dicts; the architecture is built from the weights.
     """
-    clip = _clip_module()
+    clip = import_clip()
     root = download_root or default_download_root()
     path = os.path.expanduser(model)
     try:
@@ -286,7 +288,7 @@ def load_clip(
         if os.path.isfile(path):
             hint = "Check that the file is a CLIP checkpoint (OpenAI .pt or a state dict)."
         else:
-            file = os.path.basename(clip.clip._MODELS[model])
+            file = checkpoint_file(model) or "the checkpoint"
             hint = (f"Named models are downloaded to {root} on first use. Offline, copy "
                     f"{file} there from a machine with network access, or give its path: "
                     f"model:=/path/to/{file}")
