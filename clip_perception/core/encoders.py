@@ -36,7 +36,8 @@ class ModelLoadError(RuntimeError):
 
 @runtime_checkable
 class Encoder(Protocol):
-    """What the pipeline needs from a vision-language model."""
+    """What the pipeline needs from a vision-language model (the contract a
+    ``module:factory`` encoder meets; see the module docstring for the optional parts)."""
 
     input_size: int
 
@@ -297,7 +298,7 @@ def load_clip(
     return ClipEncoder(net.to(device), device, dtype)
 
 
-def load_factory(spec: str, device: torch.device):
+def load_factory(spec: str, device: torch.device) -> Encoder:
     """Import ``module:factory`` and call ``factory(device=device)``."""
     module_name, _, attr = spec.partition(":")
     try:
@@ -311,9 +312,9 @@ def load_factory(spec: str, device: torch.device):
         encoder = factory(device=device)
     except Exception as exc:
         raise ModelLoadError(f"encoder factory '{spec}' failed: {exc}") from exc
-    required = ("input_size", "encode_images", "encode_texts")
-    missing = [a for a in required if not hasattr(encoder, a)]
-    if missing:
+    if not isinstance(encoder, Encoder):  # the Protocol's members, by name
+        required = ("input_size", "encode_images", "encode_texts")
+        missing = [a for a in required if not hasattr(encoder, a)]
         raise ModelLoadError(f"encoder from '{spec}' lacks {', '.join(missing)}")
     return encoder
 
@@ -331,7 +332,7 @@ def load_encoder(
     device: str | torch.device = "auto",
     precision: str = "auto",
     download_root: str | None = None,
-):
+) -> Encoder:
     """Load the encoder named by ``model``: a CLIP name, a checkpoint path or a factory.
 
     Raises:
