@@ -13,6 +13,9 @@ from clip_perception.core.windows import box_iou
 from clip_perception.testing.scenes import background, paint
 from clip_perception.tools.bag_writer import write_bag
 
+# rclpy (message serialization), and the node and the replayer over DDS.
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+
 T0 = 1_650_000_000 * 10**9
 STEP = 200_000_000  # 5 Hz
 

@@ -32,7 +32,9 @@ from clip_perception.ros.dds_profile import PROFILE_ENV_VARS
 WIDTH, HEIGHT = 640, 480
 FRAMES = 10
 PERIOD_S = 0.1
-DOMAIN_WITHOUT, DOMAIN_WITH = 46, 47  # this file's ROS_DOMAIN_IDs (one per run)
+# This file's ROS_DOMAIN_IDs (one per run): offsets 0-1 of conftest.py's block.
+_DOMAIN_BASE = int(os.environ.get("CLIP_PERCEPTION_TEST_DOMAIN_BASE", "46"))
+DOMAIN_WITHOUT, DOMAIN_WITH = _DOMAIN_BASE, _DOMAIN_BASE + 1
 PROCESS_TIMEOUT_S = 40.0
 
 
@@ -164,6 +166,8 @@ def rclpy_available() -> None:
     pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
 
 
+@pytest.mark.ros
+@pytest.mark.timeout(300)  # two publisher/subscriber process pairs, 40 s limit each step
 def test_large_frames_arrive_with_profile(rclpy_available, tmp_path: Path,
                                           record_property) -> None:
     without = measure(DOMAIN_WITHOUT, publisher_profile=False, workdir=tmp_path)
