@@ -167,6 +167,7 @@ def rclpy_available() -> None:
 
 
 @pytest.mark.ros
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # two publisher/subscriber process pairs, 40 s limit each step
 def test_large_frames_arrive_with_profile(rclpy_available, tmp_path: Path,
                                           record_property) -> None:

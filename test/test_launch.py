@@ -530,6 +530,7 @@ def node_process(node: FakeNode, tmp: Path, domain: int):
 
 
 @pytest.mark.ros
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # waits of up to 90 s for the node to come up, then 30 s each
 class TestNodeFromLaunchFile(unittest.TestCase):
     """The real node, started with what the launch file's Node says (no launch needed)."""
