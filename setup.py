@@ -32,7 +32,7 @@ setup(
     extras_require={
         'opencv': ['opencv-python-headless'],
         'bag': ['rosbags', 'rosbags-image'],
-        'test': ['pytest', 'pyyaml'],
+        'test': ['pytest>=8,<9', 'pytest-timeout', 'pyyaml'],  # <9: see requirements-dev.txt
     },
     python_requires='>=3.10',
     zip_safe=False,

@@ -6,15 +6,21 @@
 
 Parameters come from params_file (the installed config/perception.yaml unless
 given); model, device and target override it only when given (an empty
-argument keeps the file's value). image_topic and command_topic remap the
-node's relative `image` and `command` topics; inside a namespace, relative names
-resolve under it.
+argument keeps the file's value). Key a params file of your own as
+`/**/clip_perception:` (any namespace); a plain `clip_perception:` key only
+matches a node outside any namespace and is silently ignored under
+namespace:=robot1 or an including launch file's PushRosNamespace.
+image_topic and command_topic remap the node's relative `image` and `command`
+topics; inside a namespace, relative names resolve under it.
 
 large_frames: the node publishes frame-sized images (debug_image, heatmap), which
 Fast DDS's default 512 KiB shared-memory segment cannot carry to other processes.
 'auto' (default) gives the node config/fastdds_large_frames.xml unless
 FASTRTPS_DEFAULT_PROFILES_FILE / FASTDDS_DEFAULT_PROFILES_FILE is already set;
 'true' always, 'false' never. The camera driver's process needs the profile too.
+
+If the node exits with an error (a model that cannot be loaded, a crash), the
+launch shuts down and `ros2 launch` exits non-zero, so a supervisor or CI sees it.
 """
 
 from __future__ import annotations
@@ -24,18 +30,18 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from clip_perception.ros.dds_profile import PROFILE_ENV_VARS
 from launch import LaunchDescription
 
 PACKAGE = 'clip_perception'
 NODE_NAME = 'clip_perception'  # the key in config/perception.yaml
 TRUE_WORDS = ('true', '1')
 FALSE_WORDS = ('false', '0')
-PROFILE_VARS = ('FASTRTPS_DEFAULT_PROFILES_FILE',  # Fast DDS 2.x (Humble, Jazzy)
-                'FASTDDS_DEFAULT_PROFILES_FILE')   # Fast DDS 3.x (Kilted on)
 
 
 def package_share() -> Path:
@@ -55,20 +61,42 @@ def large_frames_env(choice: str, environ: Mapping[str, str], profile: str) -> d
     """Environment for the node that loads the large-frame Fast DDS profile, or {}."""
     word = choice.strip().lower()
     if word == 'auto':
-        use = not any(environ.get(name) for name in PROFILE_VARS)
+        use = not any(environ.get(name) for name in PROFILE_ENV_VARS)
     else:
-        use = parse_bool('large_frames', choice)
-    return {name: profile for name in PROFILE_VARS} if use else {}
+        use = parse_bool('large_frames', choice, also='auto')
+    return {name: profile for name in PROFILE_ENV_VARS} if use else {}
 
 
-def parse_bool(name: str, text: str) -> bool:
-    """A launch argument as a bool: true/false or 1/0, any case."""
+def parse_bool(name: str, text: str, also: str = '') -> bool:
+    """A launch argument as a bool: true/false or 1/0, any case.
+
+    ``also`` names another accepted word (handled by the caller) for the error message.
+    """
     word = text.strip().lower()
     if word in TRUE_WORDS:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ValueError(f"launch argument {name}:='{text}' must be true or false")
+    choices = f'{also}, true or false' if also else 'true or false'
+    raise ValueError(f"launch argument {name}:='{text}' must be {choices}")
+
+
+class NodeFailed(RuntimeError):
+    """The node exited with an error; raised inside launch so `ros2 launch` exits non-zero."""
+
+
+def fail_on_error_exit(event, context) -> None:
+    """OnProcessExit callback: raise when the node exits non-zero outside a shutdown.
+
+    launch's LaunchService catches an exception raised while it handles an event,
+    logs it, shuts the launch down and returns 1, which `ros2 launch` exits with.
+    An exit during a shutdown (Ctrl-C, another process ending the launch) is not a
+    failure of the node's own.
+    """
+    code = event.returncode
+    if code != 0 and not context.is_shutdown:
+        raise NodeFailed(f'{event.process_name} exited with code {code} '
+                         '(see its log above); shutting the launch down')
 
 
 def parameter_overrides(model: str, device: str, target: str,
@@ -93,8 +121,7 @@ def launch_setup(context, *args, **kwargs) -> list:
                                     arg('use_sim_time'))
     profile = str(package_share() / 'config' / 'fastdds_large_frames.xml')
     env = large_frames_env(arg('large_frames'), os.environ, profile)
-    return [
-        Node(
+    node = Node(
             package=PACKAGE,
             executable='perception_node',
             name=NODE_NAME,
@@ -105,7 +132,10 @@ def launch_setup(context, *args, **kwargs) -> list:
             additional_env=env,
             output='screen',
             emulate_tty=True,
-        ),
+    )
+    return [
+        node,
+        RegisterEventHandler(OnProcessExit(target_action=node, on_exit=fail_on_error_exit)),
     ]
 
 
@@ -123,8 +153,8 @@ def generate_launch_description() -> LaunchDescription:
             description="Topic of commands (std_msgs/String), e.g. 'find the red mug'"),
         DeclareLaunchArgument(
             'params_file', default_value=default_params_file(),
-            description='Parameter file; its top-level key must be the node name '
-                        f'({NODE_NAME})'),
+            description='Parameter file; key it /**/' f'{NODE_NAME} (matches the node in '
+                        f'any namespace; a plain {NODE_NAME} key is ignored in a namespace)'),
         DeclareLaunchArgument(
             'model', default_value='',
             description="CLIP model (ViT-B/32, ...), checkpoint path or module:factory; "

@@ -13,6 +13,9 @@ from clip_perception.core.windows import box_iou
 from clip_perception.testing.scenes import background, paint
 from clip_perception.tools.bag_writer import write_bag
 
+# rclpy (message serialization), and the node and the replayer over DDS.
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+
 T0 = 1_650_000_000 * 10**9
 STEP = 200_000_000  # 5 Hz
 
@@ -50,6 +53,7 @@ def test_bag_written_with_rosbags_round_trips_through_rclpy(tmp_path):
                           frames[0][1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_replayed_bag_drives_the_node(storage, ros_domain, tmp_path):
     from clip_perception.tools.bag_replay import BagPlayer
@@ -85,6 +89,7 @@ def test_replayed_bag_drives_the_node(storage, ros_domain, tmp_path):
         node.stop()
 
 
+@pytest.mark.slow
 def test_replay_command_line(ros_domain, tmp_path):
     frames = moving_block(3)
     bag = write_bag(tmp_path / "bag", [(t, img) for t, img, _ in frames],

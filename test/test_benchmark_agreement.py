@@ -19,7 +19,7 @@ from PIL import Image
 
 from clip_perception.core.crops import FrameUploader, crop_windows
 from clip_perception.core.detector import Detector
-from clip_perception.core.encoders import ClipEncoder, _clip_module
+from clip_perception.core.encoders import ClipEncoder, import_clip
 from clip_perception.core.image_formats import Frame
 from clip_perception.core.windows import window_grid
 from clip_perception.testing.random_clip import ARCHITECTURES
@@ -39,7 +39,7 @@ CPU = torch.device("cpu")
 
 def tiny_clip(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return _clip_module().model.CLIP(**ARCHITECTURES["tiny"])
+    return import_clip().model.CLIP(**ARCHITECTURES["tiny"])
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_bf16_weights_stored_once_equal_autocast_over_fp32() -> None:
     texts = ["a photo of a red block.", "table"]
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         want_images = reference.encode_image(x).float()
-        want_texts = reference.encode_text(_clip_module().tokenize(texts)).float()
+        want_texts = reference.encode_text(import_clip().tokenize(texts)).float()
     torch.testing.assert_close(bf16.encode_normalized(x), want_images, rtol=0, atol=1e-5)
     torch.testing.assert_close(bf16.encode_texts(texts), want_texts, rtol=0, atol=1e-5)
 

@@ -44,6 +44,9 @@ def colcon_build(workspace: Path, *extra: str) -> Path:
     return install / PACKAGE  # isolated layout: one prefix per package
 
 
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.timeout(400)  # colcon build's own limit is 180 s; then the checks
 @pytest.mark.parametrize("mode", ["copy", "symlink"])
 def test_colcon_build_installs_package(colcon_available, tmp_path: Path, mode: str) -> None:
     extra = ("--symlink-install",) if mode == "symlink" else ()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clip_perception.core.config import ConfigError, DetectorConfig
+from clip_perception.core.config import RANGES, ConfigError, DetectorConfig
 
 
 def test_defaults_are_valid() -> None:
@@ -69,3 +69,16 @@ def test_with_changes() -> None:
     assert config == DetectorConfig()  # the original is untouched
     with pytest.raises(ConfigError, match="unknown setting.*crop_budgte"):
         config.with_changes(crop_budgte=40)
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+def test_ranges_are_the_bounds_the_config_enforces(name: str) -> None:
+    """RANGES (which the node's parameter descriptors show) is what DetectorConfig accepts."""
+    low, high = RANGES[name]
+    assert low <= getattr(DetectorConfig(), name) <= high  # the default is inside
+    for value in (low, high):
+        assert getattr(DetectorConfig(**{name: value}), name) == value
+    step = 1 if isinstance(low, int) else 1e-3
+    for value in (low - step, high + step):
+        with pytest.raises(ConfigError, match=name):
+            DetectorConfig(**{name: value})

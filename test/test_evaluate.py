@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clip_perception.core.config import DetectorConfig
-from clip_perception.core.windows import count_windows
+from clip_perception.core.windows import window_grid
 from clip_perception.testing.color_encoder import ColorEncoder
 from clip_perception.testing.scenes import scene_set
 from clip_perception.tools.evaluate import auroc, compare, main
@@ -49,8 +49,8 @@ def test_quality_on_generated_scenes() -> None:
     assert best_window.pointing >= 0.8
     assert refined.mean_iou > best_window.mean_iou
     single = config.single_pass()
-    assert best_window.crops_per_frame == count_windows(
-        width, height, single.window_scales, single.window_stride, single.include_full_frame)
+    assert best_window.crops_per_frame == len(window_grid(
+        width, height, single.window_scales, single.window_stride, single.include_full_frame))
 
 
 def test_main_prints_both_reports(capsys) -> None:

@@ -27,12 +27,15 @@ from pathlib import Path
 
 import pytest
 
+from clip_perception.ros.dds_profile import PROFILE_ENV_VARS
+
 WIDTH, HEIGHT = 640, 480
 FRAMES = 10
 PERIOD_S = 0.1
-DOMAIN_WITHOUT, DOMAIN_WITH = 46, 47  # this file's ROS_DOMAIN_IDs (one per run)
+# This file's ROS_DOMAIN_IDs (one per run): offsets 0-1 of conftest.py's block.
+_DOMAIN_BASE = int(os.environ.get("CLIP_PERCEPTION_TEST_DOMAIN_BASE", "46"))
+DOMAIN_WITHOUT, DOMAIN_WITH = _DOMAIN_BASE, _DOMAIN_BASE + 1
 PROCESS_TIMEOUT_S = 40.0
-PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
 def _pixel(index: int) -> int:
@@ -103,7 +106,7 @@ def _subscribe(topic: str, frames: int, wait_s: float, stop_file: str | None) ->
 # ---------------------------------------------------------------- the measurement
 
 def _ros_env(domain: int, profile: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV_VARS}
     env.pop("ROS_LOCALHOST_ONLY", None)
     if profile:
         from clip_perception.ros.dds_profile import env_with_profile
@@ -163,6 +166,9 @@ def rclpy_available() -> None:
     pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
 
 
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # two publisher/subscriber process pairs, 40 s limit each step
 def test_large_frames_arrive_with_profile(rclpy_available, tmp_path: Path,
                                           record_property) -> None:
     without = measure(DOMAIN_WITHOUT, publisher_profile=False, workdir=tmp_path)
@@ -197,8 +203,10 @@ def test_profile_file_is_found_and_valid() -> None:
     assert "UDPv4" in types  # other hosts keep working
     participant = root.find(".//p:participant", ns)
     assert participant is not None and participant.get("is_default_profile") == "true"
+    # The names Fast DDS 2.x (Humble, Jazzy) and 3.x (Kilted on) read.
+    assert PROFILE_ENV_VARS == ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
     env = env_with_profile({"KEEP": "1"})
-    assert env == {"KEEP": "1", PROFILE_VARS[0]: path, PROFILE_VARS[1]: path}
+    assert env == {"KEEP": "1", PROFILE_ENV_VARS[0]: path, PROFILE_ENV_VARS[1]: path}
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ Written as unittest classes so they also run as launch_testing's active tests.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import signal
 import subprocess
@@ -38,8 +39,10 @@ LAUNCH_FILE = REPO / "launch" / "perception.launch.py"
 PARAMS_FILE = REPO / "config" / "perception.yaml"
 COLOR_MODEL = "clip_perception.testing.color_encoder:factory"
 RED = (220, 40, 40)  # clip_perception.testing.color_encoder.PALETTE["red"]
-LAUNCH_TEST_DOMAIN = 49  # ROS_DOMAIN_IDs of this file
-HERE_DOMAIN = 48
+# ROS_DOMAIN_IDs of this file: offsets 2-4 of the block conftest.py reserves (a
+# unittest class cannot take the ros_domain fixture).
+_DOMAIN_BASE = int(os.environ.get("CLIP_PERCEPTION_TEST_DOMAIN_BASE", "48"))
+HERE_DOMAIN, NAMESPACE_DOMAIN, LAUNCH_TEST_DOMAIN = (_DOMAIN_BASE + i for i in (2, 3, 4))
 DEFAULTS = {
     "namespace": "",
     "image_topic": "image",
@@ -107,11 +110,30 @@ class FakeNode(Recorded):
     pass
 
 
+class FakeRegisterEventHandler(Recorded):
+    @property
+    def event_handler(self):
+        return self.args[0] if self.args else self.kwargs["event_handler"]
+
+
+class FakeOnProcessExit(Recorded):
+    pass
+
+
+class FakeExitEvent:
+    """What launch's ProcessExited carries that the launch file reads."""
+
+    def __init__(self, returncode: int, process_name: str = "perception_node-1"):
+        self.returncode = returncode
+        self.process_name = process_name
+
+
 class FakeContext:
     """What LaunchConfiguration.perform reads from a LaunchContext."""
 
-    def __init__(self, launch_configurations: dict[str, str]):
+    def __init__(self, launch_configurations: dict[str, str], is_shutdown: bool = False):
         self.launch_configurations = dict(launch_configurations)
+        self.is_shutdown = is_shutdown
 
 
 class PackageNotFoundError(KeyError):
@@ -133,7 +155,10 @@ def fake_modules(share_dir: Path | None) -> dict[str, types.ModuleType]:
     mods = {
         "launch": module("launch", LaunchDescription=FakeLaunchDescription),
         "launch.actions": module("launch.actions", DeclareLaunchArgument=FakeDeclareLaunchArgument,
-                                 OpaqueFunction=FakeOpaqueFunction),
+                                 OpaqueFunction=FakeOpaqueFunction,
+                                 RegisterEventHandler=FakeRegisterEventHandler),
+        "launch.event_handlers": module("launch.event_handlers",
+                                        OnProcessExit=FakeOnProcessExit),
         "launch.substitutions": module("launch.substitutions",
                                        LaunchConfiguration=FakeLaunchConfiguration),
         "launch_ros": module("launch_ros"),
@@ -145,6 +170,7 @@ def fake_modules(share_dir: Path | None) -> dict[str, types.ModuleType]:
     }
     mods["launch"].actions = mods["launch.actions"]
     mods["launch"].substitutions = mods["launch.substitutions"]
+    mods["launch"].event_handlers = mods["launch.event_handlers"]
     mods["launch_ros"].actions = mods["launch_ros.actions"]
     mods["ament_index_python"].packages = mods["ament_index_python.packages"]
     return mods
@@ -182,16 +208,21 @@ def describe(share_dir: Path | None = None):
     return module, arguments, opaque[0]
 
 
-def node_for(overrides: dict[str, str], share_dir: Path = REPO) -> FakeNode:
-    """The Node the launch file builds for these launch arguments (others at defaults)."""
+def actions_for(overrides: dict[str, str], share_dir: Path = REPO) -> list:
+    """The actions the launch file's OpaqueFunction returns for these launch arguments."""
     _, arguments, opaque = describe(share_dir)
     values = {name: arg.default_value for name, arg in arguments.items()}
     unknown = set(overrides) - set(values)
     assert not unknown, f"not declared: {unknown}"
     values.update(overrides)
-    actions = opaque.function(FakeContext(values))
-    assert len(actions) == 1 and isinstance(actions[0], FakeNode)
-    return actions[0]
+    return list(opaque.function(FakeContext(values)))
+
+
+def node_for(overrides: dict[str, str], share_dir: Path = REPO) -> FakeNode:
+    """The Node the launch file builds for these launch arguments (others at defaults)."""
+    nodes = [a for a in actions_for(overrides, share_dir) if isinstance(a, FakeNode)]
+    assert len(nodes) == 1, nodes
+    return nodes[0]
 
 
 # ------------------------------------------------------------------ launch file checks
@@ -284,13 +315,57 @@ class TestLaunchFileNode(unittest.TestCase):
         self.assertTrue(Path(node_env["FASTRTPS_DEFAULT_PROFILES_FILE"]).is_file())
 
 
+    def test_bad_large_frames_error_names_every_choice(self):
+        for word in ("maybe", "sometimes", ""):
+            with self.subTest(word=word):
+                with self.assertRaises(ValueError) as caught:
+                    node_for({"large_frames": word})
+                message = str(caught.exception)
+                for choice in ("auto", "true", "false", "large_frames"):
+                    self.assertIn(choice, message)
+
+
+class TestNodeExit(unittest.TestCase):
+    """A node that dies (bad model, crash) fails the launch, so `ros2 launch` exits non-zero.
+
+    launch's LaunchService logs an exception raised while it handles an event,
+    shuts the launch down and returns 1 from run(), which `ros2 launch` exits with.
+    """
+
+    def handler(self):
+        actions = actions_for({})
+        node = next(a for a in actions if isinstance(a, FakeNode))
+        handlers = [a.event_handler for a in actions if isinstance(a, FakeRegisterEventHandler)]
+        self.assertEqual(len(handlers), 1, "one exit handler registered")
+        on_exit = handlers[0]
+        self.assertIsInstance(on_exit, FakeOnProcessExit)
+        self.assertIs(on_exit.kwargs["target_action"], node)  # this node's exit only
+        return on_exit.kwargs["on_exit"]
+
+    def test_error_exit_raises(self):
+        on_exit = self.handler()
+        for code in (1, 2, -11, 255):
+            with self.subTest(code=code):
+                with self.assertRaisesRegex(RuntimeError, f"code {code}"):
+                    on_exit(FakeExitEvent(code), FakeContext({}))
+
+    def test_clean_exit_and_exit_during_shutdown_pass(self):
+        on_exit = self.handler()
+        self.assertIsNone(on_exit(FakeExitEvent(0), FakeContext({})))
+        for code in (0, -2, -15, 1):  # Ctrl-C / SIGTERM while the launch is shutting down
+            with self.subTest(code=code):
+                self.assertIsNone(on_exit(FakeExitEvent(code), FakeContext({}, is_shutdown=True)))
+
+
 class TestParamsFile(unittest.TestCase):
     def test_structure(self):
         data = yaml.safe_load(PARAMS_FILE.read_text())
         module = load_launch_file(REPO)
-        self.assertEqual(list(data), [module.NODE_NAME])  # the launch file's node name
-        self.assertEqual(list(data[module.NODE_NAME]), ["ros__parameters"])
-        params = data[module.NODE_NAME]["ros__parameters"]
+        # Any namespace: a plain node-name key is ignored once the node is namespaced.
+        key = f"/**/{module.NODE_NAME}"
+        self.assertEqual(list(data), [key])
+        self.assertEqual(list(data[key]), ["ros__parameters"])
+        params = data[key]["ros__parameters"]
         self.assertIsInstance(params, dict)
         for name in ("model", "device", "target"):  # what the launch file may override
             self.assertIsInstance(params.get(name), str, name)
@@ -301,7 +376,7 @@ class TestParamsFile(unittest.TestCase):
             from clip_perception.ros.parameters import PARAMS
         except ImportError as exc:  # rcl_interfaces missing
             self.skipTest(f"clip_perception.ros.parameters not importable: {exc}")
-        params = yaml.safe_load(PARAMS_FILE.read_text())["clip_perception"]["ros__parameters"]
+        params = next(iter(yaml.safe_load(PARAMS_FILE.read_text()).values()))["ros__parameters"]
         self.assertEqual(set(params), {p.name for p in PARAMS})
         for p in PARAMS:
             self.assertEqual((type(params[p.name]), params[p.name]), (type(p.default), p.default),
@@ -424,6 +499,39 @@ def launch_command(node: FakeNode, overrides_file: Path) -> list[str]:
     return cmd
 
 
+@contextlib.contextmanager
+def node_process(node: FakeNode, tmp: Path, domain: int):
+    """The real node, started with the command line launch_ros builds from ``node``.
+
+    Yields a function returning the node's log; on exit, SIGINT and the exit code
+    is checked to be 0.
+    """
+    log_path = tmp / "node.log"
+    env = _loopback_env({**os.environ, **node.kwargs["additional_env"]}, domain)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(launch_command(node, tmp / "overrides.yaml"), env=env, cwd=tmp,
+                                stdout=log_file, stderr=subprocess.STDOUT)
+
+    def log() -> str:
+        return log_path.read_text(errors="replace")
+
+    try:
+        yield log
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+    assert code == 0, log()
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # waits of up to 90 s for the node to come up, then 30 s each
 class TestNodeFromLaunchFile(unittest.TestCase):
     """The real node, started with what the launch file's Node says (no launch needed)."""
 
@@ -434,28 +542,48 @@ class TestNodeFromLaunchFile(unittest.TestCase):
         node = node_for({"namespace": tag, "model": COLOR_MODEL, "device": "cpu",
                          "target": "red", "image_topic": image_topic,
                          "command_topic": command_topic, "large_frames": "false"})
-        with tempfile.TemporaryDirectory() as tmp:
-            log_path = Path(tmp) / "node.log"
-            env = _loopback_env({**os.environ, **node.kwargs["additional_env"]}, HERE_DOMAIN)
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-            env["PYTHONUNBUFFERED"] = "1"
-            with open(log_path, "wb") as log_file:
-                proc = subprocess.Popen(launch_command(node, Path(tmp) / "overrides.yaml"),
-                                        env=env, cwd=tmp, stdout=log_file,
-                                        stderr=subprocess.STDOUT)
+        with tempfile.TemporaryDirectory() as tmp, \
+                node_process(node, Path(tmp), HERE_DOMAIN) as log:
             probe = Probe(HERE_DOMAIN, tag, image_topic, command_topic)
             try:
-                check_node_behaviour(self, probe, lambda: log_path.read_text(errors="replace"))
+                check_node_behaviour(self, probe, log)
             finally:
                 probe.close()
-                proc.send_signal(signal.SIGINT)
+
+    def test_params_file_applies_in_a_namespace(self):
+        """A copy of the shipped params file with changed values, under namespace:=robot1."""
+        pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+        from rcl_interfaces.srv import GetParameters
+
+        data = yaml.safe_load(PARAMS_FILE.read_text())
+        (key,) = data  # keep the shipped file's key: what a user copying it gets
+        params = data[key]["ros__parameters"]
+        params.update(model=COLOR_MODEL, device="cpu", target="green thing",
+                      presence_threshold=0.37)
+        namespace = "robot1"
+        with tempfile.TemporaryDirectory() as tmp:
+            params_file = Path(tmp) / "my_params.yaml"
+            params_file.write_text(yaml.safe_dump(data))
+            node = node_for({"namespace": namespace, "params_file": str(params_file),
+                             "large_frames": "false"})  # model, device, target: the file's
+            with node_process(node, Path(tmp), NAMESPACE_DOMAIN) as log:
+                probe = Probe(NAMESPACE_DOMAIN, namespace, f"/{namespace}/image",
+                              f"/{namespace}/command")
                 try:
-                    code = proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    code = proc.wait()
-            self.assertEqual(code, 0, log_path.read_text(errors="replace"))
+                    self.assertTrue(probe.wait_for(lambda: "green thing" in probe.targets, 90.0),
+                                    f"target from the file not used (targets {probe.targets}); "
+                                    f"node log:\n{log()}")
+                    client = probe.node.create_client(
+                        GetParameters, f"/{namespace}/clip_perception/get_parameters")
+                    self.assertTrue(probe.wait_for(client.service_is_ready, 30.0), log())
+                    future = client.call_async(GetParameters.Request(
+                        names=["presence_threshold", "model"]))
+                    self.assertTrue(probe.wait_for(future.done, 30.0), log())
+                    threshold, model = future.result().values
+                    self.assertEqual(threshold.double_value, 0.37)
+                    self.assertEqual(model.string_value, COLOR_MODEL)
+                finally:
+                    probe.close()
 
 
 # ------------------------------------------------------------------ launch_testing

@@ -15,6 +15,9 @@ from ros_harness import SLOW_MODEL, NodeProcess, Probe, stamp_of
 from clip_perception.core.windows import box_iou
 from clip_perception.testing.scenes import make_scene
 
+# Every test starts the node in a process of its own and talks to it over DDS.
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(300)]
+
 T0 = 1_700_000_000 * 10**9  # frame stamps: recognisably not "now"
 
 

@@ -76,7 +76,7 @@ def test_parameter_table_matches_the_shipped_config_and_the_detector_defaults():
     from clip_perception.ros.parameters import PARAMS, descriptor, detector_config
 
     shipped = yaml.safe_load((REPO / "config" / "perception.yaml").read_text())
-    values = shipped["clip_perception"]["ros__parameters"]
+    values = shipped["/**/clip_perception"]["ros__parameters"]  # any namespace
     assert set(values) == {p.name for p in PARAMS}
     for p in PARAMS:
         assert values[p.name] == p.default, f"{p.name}: yaml and node defaults differ"
@@ -86,13 +86,26 @@ def test_parameter_table_matches_the_shipped_config_and_the_detector_defaults():
 
 
 def test_parameter_descriptors_carry_ranges():
-    from clip_perception.ros.parameters import BY_NAME, descriptor
+    from clip_perception.ros.parameters import PARAMS, descriptor
 
-    threshold = descriptor(BY_NAME["presence_threshold"]).floating_point_range[0]
+    by_name = {p.name: p for p in PARAMS}
+    threshold = descriptor(by_name["presence_threshold"]).floating_point_range[0]
     assert (threshold.from_value, threshold.to_value) == (0.01, 0.99)
-    budget = descriptor(BY_NAME["crop_budget"]).integer_range[0]
+    budget = descriptor(by_name["crop_budget"]).integer_range[0]
     assert (budget.from_value, budget.to_value) == (1, 4096)
-    assert descriptor(BY_NAME["model"]).read_only
+    assert descriptor(by_name["model"]).read_only
+
+
+def test_parameter_ranges_are_the_detector_configs():
+    """One definition: each detector parameter's descriptor range is core.config.RANGES."""
+    from clip_perception.core.config import RANGES
+    from clip_perception.ros.parameters import PARAMS, descriptor
+
+    by_name = {p.name: p for p in PARAMS}
+    for name, (low, high) in RANGES.items():
+        d = descriptor(by_name[name])
+        (r,) = d.integer_range or d.floating_point_range
+        assert (r.from_value, r.to_value) == (low, high), name
 
 
 # --- message conversions ------------------------------------------------------------

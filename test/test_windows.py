@@ -7,10 +7,8 @@ import pytest
 
 from clip_perception.core.windows import (
     box_iou,
-    count_windows,
     grid,
     positions,
-    scale_boxes,
     window_grid,
 )
 
@@ -81,7 +79,6 @@ def test_default_single_pass_grid_is_86_at_640x480() -> None:
         step = round(side * 0.5)
         expected += n_positions(width, side, step) * n_positions(height, side, step)
     assert expected == 86
-    assert count_windows(640, 480, (0.5, 0.25), 0.5) == expected
     assert len(window_grid(640, 480, (0.5, 0.25), 0.5)) == expected
 
 
@@ -102,16 +99,6 @@ def test_grid_over_a_region_stays_in_it() -> None:
 def test_empty_frame_is_rejected(width: int, height: int) -> None:
     with pytest.raises(ValueError):
         window_grid(width, height, [0.5], 0.5)
-
-
-def test_scale_boxes_maps_back_to_the_original() -> None:
-    small = np.array([[0, 0, 160, 120], [10, 20, 30, 40]], dtype=np.int64)
-    big = scale_boxes(small, 4.0, 4.0)
-    assert big.dtype == np.int64
-    assert big.tolist() == [[0, 0, 640, 480], [40, 80, 120, 160]]
-    uneven = scale_boxes(np.array([[1, 1, 3, 3]]), 1.4, 2.6)
-    assert uneven.tolist() == [[1, 3, 4, 8]]  # 1.4, 2.6, 4.2, 7.8 rounded to the nearest pixel
-    assert small.tolist()[1] == [10, 20, 30, 40]  # input untouched
 
 
 def test_box_iou() -> None:

@@ -35,12 +35,7 @@ class Command:
     """A parsed command: the phrases to search for, in the order named."""
 
     text: str
-    targets: tuple[str, ...]
-
-    @property
-    def clears(self) -> bool:
-        """True for "stop"-like commands that end the search."""
-        return not self.targets
+    targets: tuple[str, ...]  # empty for "stop"-like commands that end the search
 
 
 def _phrases(*items: str) -> tuple[tuple[str, ...], ...]:

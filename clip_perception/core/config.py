@@ -14,6 +14,17 @@ DEFAULT_TEMPLATES = (
 DEFAULT_BACKGROUNDS = ("table", "wall", "floor", "shelf", "background", "clutter")
 DEFAULT_NEUTRAL = "object"
 SINGLE_PASS_STRIDE = 0.5
+# Allowed values of the numeric settings, closed intervals: the one definition
+# DetectorConfig validates against and the node's parameter descriptors show.
+RANGES: dict[str, tuple[float, float]] = {
+    "window_stride": (0.05, 1.0),
+    "presence_threshold": (0.01, 0.99),
+    "crop_budget": (1, 4096),
+    "refine_stages": (0, 4),
+    "heatmap_stride": (1, 64),
+    "box_alpha": (0.01, 0.99),
+}
+WINDOW_SCALE_RANGE = (0.02, 1.0)  # each of window_scales
 
 
 class ConfigError(ValueError):
@@ -84,21 +95,14 @@ class DetectorConfig:
             raise ConfigError("neutral_prompt is empty")
         if not self.window_scales and not self.include_full_frame:
             raise ConfigError("no windows: give window_scales or include_full_frame")
+        low, high = WINDOW_SCALE_RANGE
         for scale in self.window_scales:
-            if not 0.02 <= scale <= 1.0:
-                raise ConfigError(f"window scale {scale} is outside [0.02, 1.0]")
-        if not 0.05 <= self.window_stride <= 1.0:
-            raise ConfigError(f"window_stride {self.window_stride} is outside [0.05, 1.0]")
-        if not 0.0 < self.presence_threshold < 1.0:
-            raise ConfigError(f"presence_threshold {self.presence_threshold} is outside (0, 1)")
-        if not 1 <= self.crop_budget <= 4096:
-            raise ConfigError(f"crop_budget {self.crop_budget} is outside [1, 4096]")
-        if not 0 <= self.refine_stages <= 4:
-            raise ConfigError(f"refine_stages {self.refine_stages} is outside [0, 4]")
-        if not 1 <= self.heatmap_stride <= 64:
-            raise ConfigError(f"heatmap_stride {self.heatmap_stride} is outside [1, 64]")
-        if not 0.0 < self.box_alpha < 1.0:
-            raise ConfigError(f"box_alpha {self.box_alpha} is outside (0, 1)")
+            if not low <= scale <= high:  # False for NaN too
+                raise ConfigError(f"window scale {scale} is outside [{low}, {high}]")
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(f"{name} {value} is outside [{low}, {high}]")
 
     def single_pass(self) -> DetectorConfig:
         """The classic one-pass grid: no refinement, windows at half-window stride.

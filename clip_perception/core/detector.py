@@ -17,7 +17,7 @@ import torch
 
 from .config import DetectorConfig
 from .crops import FrameUploader, crop_windows
-from .encoders import device_of, logit_scale_of
+from .encoders import Encoder, device_of, logit_scale_of
 from .image_formats import Frame
 from .localization import best_box, heatmap, refine_windows
 from .scoring import TextBank, target_scores
@@ -89,7 +89,7 @@ class Detector:
     :meth:`detect`; a frame in flight finishes with the settings it started with.
     """
 
-    def __init__(self, encoder, config: DetectorConfig | None = None):
+    def __init__(self, encoder: Encoder, config: DetectorConfig | None = None):
         self.encoder = encoder
         self.device = device_of(encoder)
         self.logit_scale = logit_scale_of(encoder)

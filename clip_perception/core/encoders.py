@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from .clip_internals import checkpoint_file
+
 DEFAULT_LOGIT_SCALE = 100.0
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -34,7 +36,8 @@ class ModelLoadError(RuntimeError):
 
 @runtime_checkable
 class Encoder(Protocol):
-    """What the pipeline needs from a vision-language model."""
+    """What the pipeline needs from a vision-language model (the contract a
+    ``module:factory`` encoder meets; see the module docstring for the optional parts)."""
 
     input_size: int
 
@@ -207,7 +210,7 @@ class ClipEncoder:
             return self.model.encode_text(tokens).float()
 
 
-def _clip_module():
+def import_clip():
     try:
         with warnings.catch_warnings():  # clip imports the deprecated pkg_resources
             warnings.simplefilter("ignore", UserWarning)
@@ -264,7 +267,7 @@ def load_clip(
     downloaded there). Local files may be OpenAI's TorchScript archives or
     plain state dicts; the architecture is built from the weights.
     """
-    clip = _clip_module()
+    clip = import_clip()
     root = download_root or default_download_root()
     path = os.path.expanduser(model)
     try:
@@ -286,7 +289,7 @@ def load_clip(
         if os.path.isfile(path):
             hint = "Check that the file is a CLIP checkpoint (OpenAI .pt or a state dict)."
         else:
-            file = os.path.basename(clip.clip._MODELS[model])
+            file = checkpoint_file(model) or "the checkpoint"
             hint = (f"Named models are downloaded to {root} on first use. Offline, copy "
                     f"{file} there from a machine with network access, or give its path: "
                     f"model:=/path/to/{file}")
@@ -295,7 +298,7 @@ def load_clip(
     return ClipEncoder(net.to(device), device, dtype)
 
 
-def load_factory(spec: str, device: torch.device):
+def load_factory(spec: str, device: torch.device) -> Encoder:
     """Import ``module:factory`` and call ``factory(device=device)``."""
     module_name, _, attr = spec.partition(":")
     try:
@@ -309,9 +312,9 @@ def load_factory(spec: str, device: torch.device):
         encoder = factory(device=device)
     except Exception as exc:
         raise ModelLoadError(f"encoder factory '{spec}' failed: {exc}") from exc
-    required = ("input_size", "encode_images", "encode_texts")
-    missing = [a for a in required if not hasattr(encoder, a)]
-    if missing:
+    if not isinstance(encoder, Encoder):  # the Protocol's members, by name
+        required = ("input_size", "encode_images", "encode_texts")
+        missing = [a for a in required if not hasattr(encoder, a)]
         raise ModelLoadError(f"encoder from '{spec}' lacks {', '.join(missing)}")
     return encoder
 
@@ -329,7 +332,7 @@ def load_encoder(
     device: str | torch.device = "auto",
     precision: str = "auto",
     download_root: str | None = None,
-):
+) -> Encoder:
     """Load the encoder named by ``model``: a CLIP name, a checkpoint path or a factory.
 
     Raises:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .encoders import Encoder
+
 
 class TextBank:
     """Normalised, prompt-ensembled text embeddings, computed once per phrase.
@@ -20,7 +22,7 @@ class TextBank:
     embeddings are computed on first use and kept.
     """
 
-    def __init__(self, encoder, templates: Sequence[str], backgrounds: Sequence[str],
+    def __init__(self, encoder: Encoder, templates: Sequence[str], backgrounds: Sequence[str],
                  neutral: str, device: torch.device, max_entries: int = 256):
         self.encoder = encoder
         self.templates = tuple(templates)

@@ -77,20 +77,6 @@ def sliding_indices(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.flatnonzero(partial) if partial.any() else np.arange(len(boxes))
 
 
-def count_windows(width: int, height: int, scales: Sequence[float], stride: float,
-                  include_full_frame: bool = True) -> int:
-    """How many windows :func:`window_grid` makes for this frame size."""
-    return len(window_grid(width, height, scales, stride, include_full_frame))
-
-
-def scale_boxes(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Map boxes from a resized frame back to the original (multiply by sx, sy)."""
-    out = boxes.astype(np.float64).copy()
-    out[:, [0, 2]] *= sx
-    out[:, [1, 3]] *= sy
-    return np.rint(out).astype(np.int64)
-
-
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two (x0, y0, x1, y1) boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from ..core.config import DEFAULT_BACKGROUNDS, DEFAULT_NEUTRAL, DEFAULT_TEMPLATES, DetectorConfig
+from ..core.config import (
+    DEFAULT_BACKGROUNDS,
+    DEFAULT_NEUTRAL,
+    DEFAULT_TEMPLATES,
+    RANGES,
+    DetectorConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -38,19 +44,21 @@ PARAMS: tuple[Param, ...] = (
     Param("neutral_prompt", DEFAULT_NEUTRAL, "generic class that absorbs windows matching "
           "no prompt well"),
     Param("presence_threshold", _D.presence_threshold, "target probability at which an "
-          "object counts as present", bounds=(0.01, 0.99)),
+          "object counts as present", bounds=RANGES["presence_threshold"]),
     Param("window_scales", list(_D.window_scales), "window sides as fractions of the frame's "
           "short side"),
     Param("window_stride", _D.window_stride, "step between windows as a fraction of the "
-          "window side", bounds=(0.05, 1.0)),
+          "window side", bounds=RANGES["window_stride"]),
     Param("include_full_frame", _D.include_full_frame, "also score the whole frame"),
     Param("refine", _D.refine, "finer passes of windows around the best hit"),
-    Param("refine_stages", _D.refine_stages, "number of finer passes", bounds=(0, 4)),
+    Param("refine_stages", _D.refine_stages, "number of finer passes",
+          bounds=RANGES["refine_stages"]),
     Param("crop_budget", _D.crop_budget, "most crops encoded per frame, all passes together",
-          bounds=(1, 4096)),
-    Param("heatmap_stride", _D.heatmap_stride, "pixels per heatmap cell", bounds=(1, 64)),
+          bounds=RANGES["crop_budget"]),
+    Param("heatmap_stride", _D.heatmap_stride, "pixels per heatmap cell",
+          bounds=RANGES["heatmap_stride"]),
     Param("box_alpha", _D.box_alpha, "probability a heatmap cell must exceed to join the "
-          "region", bounds=(0.01, 0.99)),
+          "region", bounds=RANGES["box_alpha"]),
     Param("publish_debug_image", True, "publish debug_image while someone subscribes"),
     Param("publish_heatmap", True, "publish heatmap while someone subscribes"),
     Param("image_reliability", "best_effort", "image subscription QoS: best_effort (works "
@@ -62,7 +70,6 @@ PARAMS: tuple[Param, ...] = (
     Param("autostart", True, "configure and activate at start; false waits for a "
           "lifecycle manager", read_only=True),
 )
-BY_NAME = {p.name: p for p in PARAMS}
 DETECTOR_FIELDS = (
     "prompt_templates", "background_prompts", "neutral_prompt", "presence_threshold",
     "window_scales", "window_stride", "include_full_frame", "refine", "refine_stages",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.encoders import ClipEncoder, _clip_module, resolve_device, resolve_precision
+from ..core.encoders import ClipEncoder, import_clip, resolve_device, resolve_precision
 
 ARCHITECTURES: dict[str, dict[str, int]] = {
     "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
@@ -25,7 +25,7 @@ def random_clip(arch: str = "ViT-B/32", device: str | torch.device = "auto",
                 precision: str = "auto", seed: int = 0) -> ClipEncoder:
     """A :class:`ClipEncoder` over ``clip.model.CLIP(**ARCHITECTURES[arch])`` with seeded
     random weights."""
-    _clip_module()  # imports clip quietly, or says how to install it
+    import_clip()  # imports clip quietly, or says how to install it
     from clip.model import CLIP
 
     torch_device = resolve_device(device)

@@ -28,13 +28,13 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from ..core.clip_internals import checkpoint_file
 from ..core.config import DetectorConfig
 from ..core.crops import FrameUploader, crop_windows
 from ..core.detector import Detection, Detector
 from ..core.encoders import (
     ClipEncoder,
     ModelLoadError,
-    _clip_module,
     default_download_root,
     load_clip,
     resolve_device,
@@ -48,7 +48,7 @@ from .naive import Agreement, clip_preprocess, naive_scores
 T = TypeVar("T")
 
 DEFAULT_FRAMES = {"cpu": 5, "cuda": 50}
-SINGLE_PASS = DetectorConfig(refine=False, window_stride=0.5)
+SINGLE_PASS = DetectorConfig().single_pass()  # the classic grid the naive loop scores
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -92,8 +92,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def cached_checkpoint(model: str) -> str | None:
     """The file ``clip.load`` would use for a model name, if it is already downloaded."""
-    url = _clip_module().clip._MODELS.get(model)
-    path = url and os.path.join(default_download_root(), os.path.basename(url))
+    file = checkpoint_file(model)
+    path = file and os.path.join(default_download_root(), file)
     return path if path and os.path.isfile(path) else None
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.encoders import _clip_module
+from ..core import clip_internals
 from ..core.scoring import target_scores
 from ..core.windows import sliding_indices
 
@@ -30,7 +30,7 @@ TIE_COSINE = 0.005  # best windows tie if their evidence differs by <= this x lo
 
 def clip_preprocess(size: int) -> Callable[[Image.Image], torch.Tensor]:
     """CLIP's own ``preprocess`` for ``size`` (what ``clip.load`` returns)."""
-    return _clip_module().clip._transform(size)
+    return clip_internals.preprocess(size)
 
 
 @torch.inference_mode()

@@ -13,14 +13,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
+from ..ros.dds_profile import PROFILE_ENV_VARS, env_with_profile
 
 
 def local_ros_env(domain: int | str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's env) with loopback-only discovery in ``domain``
     and the large-frame Fast DDS profile."""
-    from ..ros.dds_profile import env_with_profile
-
     env = env_with_profile(dict(os.environ if base is None else base))
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_DOMAIN_ID"] = str(domain)
@@ -31,7 +29,7 @@ def local_ros_env(domain: int | str, base: Mapping[str, str] | None = None) -> d
 
 def use_local_ros(env: Mapping[str, str]) -> None:
     """Make this process's own rclpy use the same DDS settings as ``env`` (before rclpy.init)."""
-    for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", *PROFILE_VARS):
+    for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", *PROFILE_ENV_VARS):
         os.environ[name] = env[name]
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
 

@@ -1,0 +1,35 @@
+"""The README's module table (section "How it works") matches the package's modules."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "clip_perception"
+
+
+def table_modules(readme: str) -> list[str]:
+    """Module paths named in the first column of the "How it works" table."""
+    section = readme.split("\n## How it works", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows, "no module table in 'How it works'"
+    names = []
+    for row in rows:
+        first_column = row.split("|")[1]
+        names += re.findall(r"`([^`]+\.py)`", first_column)
+    return names
+
+
+def package_modules() -> set[str]:
+    """Every module of clip_perception, relative to the package, ``__init__`` aside."""
+    return {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
+            if path.name != "__init__.py" and "__pycache__" not in path.parts}
+
+
+def test_readme_module_table_matches_the_package() -> None:
+    listed = table_modules((REPO / "README.md").read_text())
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    modules, listed = package_modules(), set(listed)
+    assert not modules - listed, f"not in the README's table: {sorted(modules - listed)}"
+    assert not listed - modules, f"in the table, not in the package: {sorted(listed - modules)}"
