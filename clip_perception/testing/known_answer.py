@@ -111,7 +111,10 @@ class KnownAnswerEncoder:
                                      device=self.device) / 255.0
         generator = torch.Generator().manual_seed(int(seed))
         inputs = self.colours + 1 + 3  # shares and mean RGB
-        self._noise_weights = (torch.randn(self.dim, inputs, generator=generator) * 4000.0
+        # high frequency on the shares (exact pixel counts), lower on the mean colour
+        # (float sums), so the same content gives the same noise in crops and cells
+        frequency = torch.tensor([4000.0] * (self.colours + 1) + [300.0] * 3)
+        self._noise_weights = (torch.randn(self.dim, inputs, generator=generator) * frequency
                                ).to(self.device)
         self._noise_phase = (torch.rand(self.dim, generator=generator) * 2 * math.pi
                              ).to(self.device)
