@@ -80,7 +80,7 @@ def test_clip_like_cosines_sit_in_a_narrow_band_at_clip_temperature() -> None:
     assert encoder.logit_scale == 100.0
 
 
-@pytest.mark.parametrize("name,level", [("high_background", 0.6), ("low_background", 0.05)])
+@pytest.mark.parametrize("name,level", [("high_background", 0.5), ("low_background", 0.05)])
 def test_background_similarity_is_constant(name: str, level: float) -> None:
     encoder = ka.load(name)
     frames = []
@@ -100,7 +100,7 @@ def test_high_and_low_background_differ_as_named() -> None:
     frame = _grey_frame(64, 64)
     high = _cosines(ka.load("high_background"), frame, ["table"])
     low = _cosines(ka.load("low_background"), frame, ["table"])
-    assert high.item() > 0.5 > 0.1 > low.item()
+    assert high.item() >= 0.45 > 0.1 > low.item()
 
 
 def test_noisy_is_noisy_repeatable_and_seeded() -> None:

@@ -14,6 +14,7 @@ DEFAULT_TEMPLATES = (
 DEFAULT_BACKGROUNDS = ("table", "wall", "floor", "shelf", "background", "clutter")
 DEFAULT_NEUTRAL = "object"
 SINGLE_PASS_STRIDE = 0.5
+BOX_METHODS = ("rank_fit", "heatmap")
 
 
 class ConfigError(ValueError):
@@ -47,7 +48,12 @@ class DetectorConfig:
         crop_budget: the most crops encoded per frame, all passes together.
         refine_stages: how many finer passes follow the coarse one.
         heatmap_stride: pixels per heatmap cell (the map is upsampled for output).
-        box_alpha: probability a heatmap cell must exceed to join the box.
+        box_method: how the finer windows become a box: ``rank_fit`` (the box
+            whose window shares best explain the order of the window scores,
+            independent of the encoder's response curve) or ``heatmap`` (the
+            box of probability-heatmap mass above ``box_alpha``).
+        box_alpha: probability a heatmap cell must exceed to join the box
+            (``box_method: heatmap`` only).
     """
 
     prompt_templates: tuple[str, ...] = DEFAULT_TEMPLATES
@@ -62,6 +68,7 @@ class DetectorConfig:
     refine_stages: int = 2
     heatmap_stride: int = 8
     box_alpha: float = 0.3
+    box_method: str = "rank_fit"
 
     def __post_init__(self) -> None:
         for name in ("prompt_templates", "background_prompts"):
@@ -97,6 +104,9 @@ class DetectorConfig:
             raise ConfigError(f"refine_stages {self.refine_stages} is outside [0, 4]")
         if not 1 <= self.heatmap_stride <= 64:
             raise ConfigError(f"heatmap_stride {self.heatmap_stride} is outside [1, 64]")
+        if self.box_method not in BOX_METHODS:
+            raise ConfigError(f"box_method {self.box_method!r} is not one of "
+                              f"{', '.join(BOX_METHODS)}")
         if not 0.0 < self.box_alpha < 1.0:
             raise ConfigError(f"box_alpha {self.box_alpha} is outside (0, 1)")
 

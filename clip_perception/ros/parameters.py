@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from ..core.config import DEFAULT_BACKGROUNDS, DEFAULT_NEUTRAL, DEFAULT_TEMPLATES, DetectorConfig
+from ..core.config import (
+    BOX_METHODS,
+    DEFAULT_BACKGROUNDS,
+    DEFAULT_NEUTRAL,
+    DEFAULT_TEMPLATES,
+    DetectorConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,10 @@ PARAMS: tuple[Param, ...] = (
     Param("crop_budget", _D.crop_budget, "most crops encoded per frame, all passes together",
           bounds=(1, 4096)),
     Param("heatmap_stride", _D.heatmap_stride, "pixels per heatmap cell", bounds=(1, 64)),
+    Param("box_method", _D.box_method, "how finer windows become the region: "
+          f"{' | '.join(BOX_METHODS)}"),
     Param("box_alpha", _D.box_alpha, "probability a heatmap cell must exceed to join the "
-          "region", bounds=(0.01, 0.99)),
+          "region (box_method heatmap only)", bounds=(0.01, 0.99)),
     Param("publish_debug_image", True, "publish debug_image while someone subscribes"),
     Param("publish_heatmap", True, "publish heatmap while someone subscribes"),
     Param("image_reliability", "best_effort", "image subscription QoS: best_effort (works "
@@ -66,7 +74,7 @@ BY_NAME = {p.name: p for p in PARAMS}
 DETECTOR_FIELDS = (
     "prompt_templates", "background_prompts", "neutral_prompt", "presence_threshold",
     "window_scales", "window_stride", "include_full_frame", "refine", "refine_stages",
-    "crop_budget", "heatmap_stride", "box_alpha",
+    "crop_budget", "heatmap_stride", "box_alpha", "box_method",
 )
 
 

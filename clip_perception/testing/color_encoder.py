@@ -39,11 +39,12 @@ DENSE_PATCH = 16  # pixels per side of an ``encode_dense`` cell (the grid is rou
 def palette_index(images: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
     """``[N, 3, H, W]`` RGB in [0, 1] -> ``[N, H, W]``: each pixel's palette colour,
     or ``len(palette)`` ("other") when no colour is within :data:`MATCH_DISTANCE`."""
-    x = images.float().permute(0, 2, 3, 1)  # N H W 3
-    n, h, w, _ = x.shape
-    dist = torch.cdist(x.reshape(n, -1, 3), palette.expand(n, -1, -1))
-    nearest = dist.argmin(dim=-1)
-    matched = dist.gather(-1, nearest.unsqueeze(-1)).squeeze(-1) * 255.0 <= MATCH_DISTANCE
+    x = images.float().permute(0, 2, 3, 1).reshape(-1, 3)  # pixels x RGB
+    n, _, h, w = images.shape
+    # squared distances by one matmul (cdist is several times slower on CPU)
+    dist2 = (x * x).sum(1, keepdim=True) - 2.0 * x @ palette.T + (palette * palette).sum(1)
+    best, nearest = dist2.min(dim=1)
+    matched = best <= (MATCH_DISTANCE / 255.0) ** 2
     index = torch.where(matched, nearest, torch.full_like(nearest, len(palette)))
     return index.view(n, h, w)
 

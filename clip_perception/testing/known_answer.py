@@ -10,9 +10,9 @@ what makes localization easy or hard:
 * ``concave``: strongly concave, saturates early: a window a quarter covered
   by the object scores almost as high as one it fills (as CLIP does).
 * ``high_background`` / ``low_background``: linear target response, but the
-  similarity to scene words is a constant (0.6 / 0.05) whatever the window
+  similarity to scene words is a constant (0.5 / 0.05) whatever the window
   holds.
-* ``noisy``: linear plus pseudo-random noise (sigma 0.08 per dimension), a
+* ``noisy``: linear plus pseudo-random noise (sigma 0.04 per dimension), a
   fixed function of the window's content and the seed, so runs repeat.
 * ``clip_like``: concave, and every embedding shares a common direction, so
   all cosines sit in a narrow band (about 0.88 to 1.0) and the logit scale
@@ -80,9 +80,9 @@ class Response:
 MEMBERS: dict[str, Response] = {
     "linear": Response(),
     "concave": Response(curve=concave_curve),
-    "high_background": Response(background=0.6),
+    "high_background": Response(background=0.5),
     "low_background": Response(background=0.05),
-    "noisy": Response(noise=0.08),
+    "noisy": Response(noise=0.04),
     "clip_like": Response(curve=concave_curve, common=0.94, logit_scale=100.0),
 }
 
