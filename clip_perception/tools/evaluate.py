@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.config import DetectorConfig
+from ..core.config import BOX_METHODS, DetectorConfig
 from ..core.detector import Detector
 from ..core.encoders import load_encoder
 from ..core.windows import box_iou
@@ -223,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--size", default="640x480", help="frame size WxH")
     parser.add_argument("--threshold", type=float, default=None, help="presence threshold")
+    parser.add_argument("--box-method", choices=BOX_METHODS, default=None,
+                        help="how finer windows become the region (default: the config's)")
     parser.add_argument("--bag", help="a labelled bag (see clip_perception.tools.labelled_bag) "
                                       "instead of generated scenes")
     parser.add_argument("--image-topic", help="the bag's image topic (default: its only one)")
@@ -233,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = DetectorConfig()
     if args.threshold is not None:
         config = config.with_changes(presence_threshold=args.threshold)
+    if args.box_method is not None:
+        config = config.with_changes(box_method=args.box_method)
     if args.bag:
         from .labelled_bag import read_labelled_bag
 
@@ -245,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.all_encoders:
         print(f"encoders={','.join(known_answer.family())} scenes={len(scenes)} {source} "
-              f"threshold={config.presence_threshold}")
+              f"threshold={config.presence_threshold} box_method={config.box_method}")
         met = True
         for name in known_answer.family():
             encoder = load_encoder(known_answer.spec(name), args.device, args.precision)
