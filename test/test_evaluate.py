@@ -57,6 +57,9 @@ def test_main_prints_both_reports(capsys) -> None:
     assert main(["--scenes", "4", "--size", "160x120", "--device", "cpu", "--seed", "0",
                  "--threshold", "0.4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
+    sizes = [line for line in lines if line.startswith("  size ")]
+    assert sizes, "a line per object-size bucket"
+    lines = [line for line in lines if line not in sizes]
     assert len(lines) == 4
     assert lines[3].startswith("presence threshold: accuracy")
     assert lines[0].startswith("model=clip_perception.testing.color_encoder:factory")
@@ -100,3 +103,27 @@ def test_main_evaluates_a_labelled_bag(tmp_path, capsys) -> None:
     assert main(["--bag", str(bag), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "scenes=8 bag=" in text and "refined" in text and "presence threshold:" in text
+
+
+def test_main_all_encoders_prints_a_row_per_family_member(capsys) -> None:
+    from clip_perception.testing.known_answer import family
+
+    assert main(["--all-encoders", "--scenes", "4", "--size", "160x120", "--device", "cpu",
+                 "--seed", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("encoders=") and "scenes=4" in lines[0]
+    rows = lines[1:-1]
+    assert [row.split()[0] for row in rows] == list(family())
+    for row in rows:
+        for field in ("presence_acc=", "pointing=", "iou50=", "crops/frame=", "iou50[", "goals="):
+            assert field in row
+    assert lines[-1].startswith("goals (presence >= 0.98")
+
+
+def test_main_takes_a_family_member_by_name(capsys) -> None:
+    assert main(["--encoder", "concave", "--scenes", "4", "--size", "160x120", "--device", "cpu"]
+                ) == 0
+    assert capsys.readouterr().out.startswith(
+        "model=clip_perception.testing.known_answer:concave")
+    with pytest.raises(SystemExit):
+        main(["--encoder", "nope"])

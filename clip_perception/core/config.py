@@ -25,6 +25,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "box_alpha": (0.01, 0.99),
 }
 WINDOW_SCALE_RANGE = (0.02, 1.0)  # each of window_scales
+BOX_METHODS = ("rank_fit", "heatmap")
 
 
 class ConfigError(ValueError):
@@ -58,7 +59,12 @@ class DetectorConfig:
         crop_budget: the most crops encoded per frame, all passes together.
         refine_stages: how many finer passes follow the coarse one.
         heatmap_stride: pixels per heatmap cell (the map is upsampled for output).
-        box_alpha: probability a heatmap cell must exceed to join the box.
+        box_method: how the finer windows become a box: ``rank_fit`` (the box
+            whose window shares best explain the order of the window scores,
+            independent of the encoder's response curve) or ``heatmap`` (the
+            box of probability-heatmap mass above ``box_alpha``).
+        box_alpha: probability a heatmap cell must exceed to join the box
+            (``box_method: heatmap`` only).
     """
 
     prompt_templates: tuple[str, ...] = DEFAULT_TEMPLATES
@@ -73,6 +79,7 @@ class DetectorConfig:
     refine_stages: int = 2
     heatmap_stride: int = 8
     box_alpha: float = 0.3
+    box_method: str = "rank_fit"
 
     def __post_init__(self) -> None:
         for name in ("prompt_templates", "background_prompts"):
@@ -103,6 +110,9 @@ class DetectorConfig:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ConfigError(f"{name} {value} is outside [{low}, {high}]")
+        if self.box_method not in BOX_METHODS:
+            raise ConfigError(f"box_method {self.box_method!r} is not one of "
+                              f"{', '.join(BOX_METHODS)}")
 
     def single_pass(self) -> DetectorConfig:
         """The classic one-pass grid: no refinement, windows at half-window stride.

@@ -19,7 +19,7 @@ from .config import DetectorConfig
 from .crops import FrameUploader, crop_windows
 from .encoders import Encoder, device_of, logit_scale_of
 from .image_formats import Frame
-from .localization import best_box, heatmap, refine_windows
+from .localization import best_box, heatmap, rank_fit_box, refine_windows
 from .scoring import TextBank, target_scores
 from .windows import sliding_indices, whole_frame_mask, window_grid
 
@@ -27,11 +27,13 @@ Box = tuple[int, int, int, int]
 
 
 class FinePass(NamedTuple):
-    """One refine stage for one target: window probabilities and their heatmap."""
+    """One refine stage for one target: its windows, their probabilities and heatmap."""
 
     probs: np.ndarray
     heat: np.ndarray
     coverage: np.ndarray
+    windows: np.ndarray | None = None
+    evidence: np.ndarray | None = None
 
 STAGE_CROPS = 20  # windows per target below which another refine stage costs more than it gives
 
@@ -165,14 +167,25 @@ class Detector:
                 evidence.cpu().numpy().astype(np.float64))
 
     def _refine(self, image, classes, hits: list[Box], width: int, height: int,
-                budget: int, stages: int, alpha: float, cell: int):
+                budget: int, stages: int, alpha: float, cell: int, method: str | None = None,
+                context: tuple[np.ndarray, np.ndarray] | None = None):
         """Coarse to fine: each stage places a finer grid around the previous box.
+
+        ``hits`` are the anchor boxes, one per target (the class order of
+        ``classes``); ``budget`` the crops this may spend. ``method`` (default:
+        the config's ``box_method``) turns a stage's windows into a box:
+        ``rank_fit`` (:func:`~.localization.rank_fit_box` over every window of
+        the target so far, plus the ``context`` windows, ``(boxes [K, 4],
+        probs [K, T])``, that overlap the stage's region) or ``heatmap``
+        (:func:`~.localization.best_box` with ``alpha``).
 
         Returns per target the final box (or None) and its :class:`FinePass`
         per stage; and the crops spent. A stage needs about
         :data:`STAGE_CROPS` windows per target to be worth it, so with many
         targets sharing the budget fewer stages run.
         """
+        if method is None:
+            method = self.config.box_method
         n = len(hits)
         stages = min(stages, max(1, budget // (n * STAGE_CROPS)))
         boxes: list[Box | None] = [None] * n
@@ -185,12 +198,27 @@ class Detector:
                 break
             grids = [refine_windows(a, width, height, per_target) for a in anchors]
             sizes = [len(g) for g in grids]
-            probs, _ = self._score(image, np.concatenate(grids), classes, n)
+            probs, evidence = self._score(image, np.concatenate(grids), classes, n)
             spent += sum(sizes)
-            for t, part in enumerate(np.split(probs, np.cumsum(sizes)[:-1])):
+            split = np.cumsum(sizes)[:-1]
+            for t, (part, ev) in enumerate(zip(np.split(probs, split), np.split(evidence, split))):
                 heat, coverage = heatmap(grids[t], part[:, t], width, height, cell)
-                passes[t].append(FinePass(part[:, t], heat, coverage))
-                found = best_box(heat, coverage, alpha, cell, width, height)
+                passes[t].append(FinePass(part[:, t], heat, coverage, grids[t], ev[:, t]))
+                if method == "rank_fit":
+                    g = grids[t]
+                    region = (int(g[:, 0].min()), int(g[:, 1].min()),
+                              int(g[:, 2].max()), int(g[:, 3].max()))
+                    seen = [p.windows for p in passes[t]]
+                    key = [p.probs for p in passes[t]]
+                    if context is not None:
+                        cw, cs = context
+                        near = ((cw[:, 0] < region[2]) & (cw[:, 2] > region[0])
+                                & (cw[:, 1] < region[3]) & (cw[:, 3] > region[1]))
+                        seen.append(cw[near])
+                        key.append(cs[near, t])
+                    found, _ = rank_fit_box(np.concatenate(seen), np.concatenate(key), region)
+                else:
+                    found = best_box(heat, coverage, alpha, cell, width, height)
                 if found is not None:
                     boxes[t] = anchors[t] = found
         return boxes, passes, spent
@@ -228,7 +256,8 @@ class Detector:
         if config.refine:
             refined, passes, spent = self._refine(
                 image, classes, hits, width, height, config.crop_budget - crops,
-                config.refine_stages, config.box_alpha, config.heatmap_stride)
+                config.refine_stages, config.box_alpha, config.heatmap_stride,
+                method=config.box_method, context=(windows, probs))
             crops += spent
 
         cell = config.heatmap_stride

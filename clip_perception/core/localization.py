@@ -106,3 +106,91 @@ def refine_windows(box: tuple[int, int, int, int], width: int, height: int, budg
     if len(boxes) > budget:  # a long thin region: spread the windows along it
         boxes = boxes[((np.arange(budget) + 0.5) * len(boxes) / budget).astype(int)]
     return boxes
+
+
+# --- a box from the ordering of window scores (independent of the response curve) ----
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of a 1-D array, tied values sharing their mean rank."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
+
+
+def _pairs(edges: np.ndarray, min_side: float) -> np.ndarray:
+    """All (start, end) pairs of ``edges`` with ``end - start >= min_side``, ``[P, 2]``."""
+    i, j = np.triu_indices(len(edges), k=1)
+    pairs = np.stack([edges[i], edges[j]], axis=1)
+    return pairs[pairs[:, 1] - pairs[:, 0] >= min_side]
+
+
+def _overlap(starts: np.ndarray, ends: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Overlap length of each window interval with each candidate interval, ``[K, P]``."""
+    low = np.maximum(starts[:, None], pairs[None, :, 0])
+    high = np.minimum(ends[:, None], pairs[None, :, 1])
+    return np.clip(high - low, 0.0, None)
+
+
+def _best_in(windows: np.ndarray, target: np.ndarray, xpairs: np.ndarray,
+             ypairs: np.ndarray) -> tuple[np.ndarray, float]:
+    """The candidate box (x pair x y pair) whose window shares correlate best with
+    ``target`` (centred, unit-norm ranks of the window scores)."""
+    area = np.maximum((windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1]), 1.0)
+    ox = _overlap(windows[:, 0], windows[:, 2], xpairs) / np.sqrt(area)[:, None]  # K Px
+    oy = _overlap(windows[:, 1], windows[:, 3], ypairs) / np.sqrt(area)[:, None]  # K Py
+    # share[k, a, b] = ox[k, a] * oy[k, b]; correlation with target over k, vectorised
+    dot = np.einsum("k,ka,kb->ab", target, ox, oy)
+    mean = np.einsum("ka,kb->ab", ox, oy) / len(target)
+    sq = np.einsum("ka,kb->ab", ox * ox, oy * oy)
+    var = np.maximum(sq - len(target) * mean * mean, 1e-12)
+    corr = dot / np.sqrt(var)  # target is centred and unit-norm
+    a, b = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    box = np.array([xpairs[a, 0], ypairs[b, 0], xpairs[a, 1], ypairs[b, 1]])
+    return box, float(corr[a, b])
+
+
+def rank_fit_box(windows: np.ndarray, scores: np.ndarray, region: tuple[int, int, int, int],
+                 min_side: int = 8, steps: int = 16) -> tuple[tuple[int, int, int, int], float]:
+    """The box inside ``region`` that best explains the ORDER of the window scores.
+
+    For a candidate box B, each window's share is the fraction of the window
+    that B covers. Any encoder whose score rises with the share of the window
+    the object fills ranks windows by that share, whatever its response curve
+    (linear, saturating, offset); so the box is the one whose shares correlate
+    best (Pearson) with the ranks of the scores. Only the ranks of the scores
+    are used, so a monotone change of the scores (a softmax, a temperature, a
+    constant background similarity) gives the same box. A coarse search over
+    ``steps`` edge positions per axis is refined to a quarter of that step.
+
+    Returns ``(box, correlation)``; the box is in pixels, x1/y1 exclusive.
+    """
+    windows = np.asarray(windows, dtype=np.float64)
+    ranks = average_ranks(scores)
+    target = ranks - ranks.mean()
+    norm = np.linalg.norm(target)
+    x0, y0, x1, y1 = (float(v) for v in region)
+    if norm == 0 or x1 - x0 < min_side or y1 - y0 < min_side:
+        return tuple(int(v) for v in region), 0.0
+    target /= norm
+    xs, ys = np.linspace(x0, x1, steps + 1), np.linspace(y0, y1, steps + 1)
+    box, corr = _best_in(windows, target, _pairs(xs, min_side), _pairs(ys, min_side))
+    step_x, step_y = (x1 - x0) / steps, (y1 - y0) / steps
+    for sx, sy in ((step_x, step_y), (step_x / 4, step_y / 4)):
+        offsets = np.linspace(-1.0, 1.0, 9)
+        xa = np.clip(box[0] + offsets * sx, x0, x1)
+        xb = np.clip(box[2] + offsets * sx, x0, x1)
+        ya = np.clip(box[1] + offsets * sy, y0, y1)
+        yb = np.clip(box[3] + offsets * sy, y0, y1)
+        xpairs = np.stack(np.meshgrid(xa, xb, indexing="ij"), -1).reshape(-1, 2)
+        ypairs = np.stack(np.meshgrid(ya, yb, indexing="ij"), -1).reshape(-1, 2)
+        xpairs = xpairs[xpairs[:, 1] - xpairs[:, 0] >= min_side]
+        ypairs = ypairs[ypairs[:, 1] - ypairs[:, 0] >= min_side]
+        if len(xpairs) and len(ypairs):
+            cand, c = _best_in(windows, target, xpairs, ypairs)
+            if c > corr:
+                box, corr = cand, c
+    x0i, y0i, x1i, y1i = (int(round(v)) for v in box)
+    return (x0i, y0i, x1i, y1i), corr

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from ..core.config import (
+    BOX_METHODS,
     DEFAULT_BACKGROUNDS,
     DEFAULT_NEUTRAL,
     DEFAULT_TEMPLATES,
@@ -57,8 +58,10 @@ PARAMS: tuple[Param, ...] = (
           bounds=RANGES["crop_budget"]),
     Param("heatmap_stride", _D.heatmap_stride, "pixels per heatmap cell",
           bounds=RANGES["heatmap_stride"]),
+    Param("box_method", _D.box_method, "how finer windows become the region: "
+          f"{' | '.join(BOX_METHODS)}"),
     Param("box_alpha", _D.box_alpha, "probability a heatmap cell must exceed to join the "
-          "region", bounds=RANGES["box_alpha"]),
+          "region (box_method heatmap only)", bounds=RANGES["box_alpha"]),
     Param("publish_debug_image", True, "publish debug_image while someone subscribes"),
     Param("publish_heatmap", True, "publish heatmap while someone subscribes"),
     Param("image_reliability", "best_effort", "image subscription QoS: best_effort (works "
@@ -73,7 +76,7 @@ PARAMS: tuple[Param, ...] = (
 DETECTOR_FIELDS = (
     "prompt_templates", "background_prompts", "neutral_prompt", "presence_threshold",
     "window_scales", "window_stride", "include_full_frame", "refine", "refine_stages",
-    "crop_budget", "heatmap_stride", "box_alpha",
+    "crop_budget", "heatmap_stride", "box_alpha", "box_method",
 )
 
 

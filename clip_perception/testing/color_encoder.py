@@ -33,6 +33,54 @@ SCENE_WORDS = frozenset(
     "ceiling counter carpet".split()
 )
 MATCH_DISTANCE = 60.0  # RGB units (0-255) within which a pixel counts as a palette colour
+DENSE_PATCH = 16  # pixels per side of an ``encode_dense`` cell (the grid is rounded to fit)
+
+
+def palette_index(images: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, H, W]`` RGB in [0, 1] -> ``[N, H, W]``: each pixel's palette colour,
+    or ``len(palette)`` ("other") when no colour is within :data:`MATCH_DISTANCE`."""
+    x = images.float().permute(0, 2, 3, 1).reshape(-1, 3)  # pixels x RGB
+    n, _, h, w = images.shape
+    # squared distances by one matmul (cdist is several times slower on CPU)
+    dist2 = (x * x).sum(1, keepdim=True) - 2.0 * x @ palette.T + (palette * palette).sum(1)
+    best, nearest = dist2.min(dim=1)
+    matched = best <= (MATCH_DISTANCE / 255.0) ** 2
+    index = torch.where(matched, nearest, torch.full_like(nearest, len(palette)))
+    return index.view(n, h, w)
+
+
+def class_fractions(index: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[N, P]`` class indices -> ``[N, dim]`` share of each class."""
+    counts = torch.zeros(index.shape[0], dim, device=index.device)
+    counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float32))
+    return counts / max(index.shape[1], 1)
+
+
+def even_edges(length: int, cells: int) -> list[int]:
+    """Cell boundaries that divide ``length`` pixels evenly into ``cells`` cells."""
+    return [round(i * length / cells) for i in range(cells + 1)]
+
+
+def dense_grid(height: int, width: int, patch: int) -> tuple[int, int]:
+    """The ``(h, w)`` grid of about ``patch``-pixel cells for a ``height`` x ``width`` image."""
+    return max(1, round(height / patch)), max(1, round(width / patch))
+
+
+def cell_fractions(index: torch.Tensor, dim: int, patch: int) -> torch.Tensor:
+    """``[H, W]`` class indices -> ``[h, w, dim]`` class shares per cell, the cells
+    dividing H and W evenly (cell (i, j) covers rows ``even_edges(H, h)[i:i+2]``)."""
+    height, width = index.shape
+    rows, cols = dense_grid(height, width, patch)
+    onehot = torch.nn.functional.one_hot(index, dim).float()  # H W dim
+    integral = torch.zeros(height + 1, width + 1, dim, device=index.device)
+    integral[1:, 1:] = onehot.cumsum(0).cumsum(1)
+    ys = torch.tensor(even_edges(height, rows), device=index.device)
+    xs = torch.tensor(even_edges(width, cols), device=index.device)
+    y0, y1 = ys[:-1, None], ys[1:, None]
+    x0, x1 = xs[None, :-1], xs[None, 1:]
+    sums = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    area = ((y1 - y0) * (x1 - x0)).clamp(min=1).unsqueeze(-1).float()
+    return sums / area
 
 
 class ColorEncoder:
@@ -52,14 +100,14 @@ class ColorEncoder:
     @torch.inference_mode()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """``[N, 3, S, S]`` RGB in [0, 1] -> ``[N, K+1]`` colour fractions."""
-        x = images.float().permute(0, 2, 3, 1)  # N S S 3
-        dist = torch.cdist(x.reshape(x.shape[0], -1, 3), self._palette.expand(x.shape[0], -1, -1))
-        nearest = dist.argmin(dim=-1)
-        matched = dist.gather(-1, nearest.unsqueeze(-1)).squeeze(-1) * 255.0 <= MATCH_DISTANCE
-        index = torch.where(matched, nearest, torch.full_like(nearest, self.dim - 1))
-        counts = torch.zeros(x.shape[0], self.dim, device=x.device)
-        counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float32))
-        return counts / index.shape[1]
+        index = palette_index(images, self._palette)
+        return class_fractions(index.reshape(index.shape[0], -1), self.dim)
+
+    @torch.inference_mode()
+    def encode_dense(self, image: torch.Tensor) -> torch.Tensor:
+        """``[1, 3, H, W]`` -> ``[h, w, K+1]``: the colour fractions of each
+        :data:`DENSE_PATCH`-pixel cell (H and W divided evenly into h x w cells)."""
+        return cell_fractions(palette_index(image, self._palette)[0], self.dim, DENSE_PATCH)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Colour words -> their palette axes; scene words -> "other"; else all colours."""

@@ -7,7 +7,15 @@ refined region on the same scenes:
 * presence accuracy and AUROC (score of scenes with vs without the target);
 * pointing accuracy: the centre of the region falls inside the true box;
 * the share of scenes with IoU >= 0.5 (of those that contain the target);
-* crops per frame.
+* crops per frame;
+* the same per object-size bucket (square root of the target's visible area).
+
+Where a scene holds two instances of the target, the region may be on either:
+pointing and IoU count against the instance it overlaps most.
+
+``--encoder NAME`` picks a member of the known-answer encoder family
+(:mod:`clip_perception.testing.known_answer`); ``--all-encoders`` prints one
+row per member, with the issue-7 goals checked on each.
 """
 
 from __future__ import annotations
@@ -20,13 +28,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.config import DetectorConfig
+from ..core.config import BOX_METHODS, DetectorConfig
 from ..core.detector import Detector
 from ..core.encoders import load_encoder
 from ..core.windows import box_iou
-from ..testing.scenes import Scene, scene_set
+from ..testing import known_answer
+from ..testing.scenes import Scene, hard_scene_set, scene_set, size_bucket
 
 COLOR_ENCODER = "clip_perception.testing.color_encoder:factory"
+GOALS = {"presence_accuracy": 0.98, "pointing": 0.95, "iou50": 0.85}
+MAX_CROPS = 86
+
+
+@dataclass
+class Bucket:
+    """Counts of one object-size bucket (scenes that contain the target)."""
+
+    scenes: int = 0
+    found: int = 0
+    pointed: int = 0
+    iou50: int = 0
+
+    def line(self, name: str) -> str:
+        n = max(self.scenes, 1)
+        return (f"  size {name:<8} scenes={self.scenes:<4} found={self.found / n:.3f} "
+                f"pointing={self.pointed / n:.3f} iou50={self.iou50 / n:.3f}")
 
 
 @dataclass
@@ -44,6 +70,15 @@ class Report:
     seconds_per_frame: float
     present_scores: list[float] = field(default_factory=list, repr=False)
     absent_scores: list[float] = field(default_factory=list, repr=False)
+    buckets: dict[str, Bucket] = field(default_factory=dict, repr=False)
+
+    def meets_goals(self) -> bool:
+        """The issue-7 goals: presence, pointing, IoU >= 0.5 shares and crops per frame."""
+        return (all(getattr(self, k) >= v for k, v in GOALS.items())
+                and self.crops_per_frame <= MAX_CROPS)
+
+    def bucket_lines(self) -> list[str]:
+        return [b.line(name) for name, b in sorted(self.buckets.items(), key=_bucket_order)]
 
     def line(self) -> str:
         return (
@@ -52,6 +87,11 @@ class Report:
             f"mean_iou={self.mean_iou:.3f} crops/frame={self.crops_per_frame:.1f} "
             f"s/frame={self.seconds_per_frame:.3f}"
         )
+
+
+def _bucket_order(item) -> float:
+    name = item[0]
+    return float(name.lstrip(">=").split("-")[0])
 
 
 def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
@@ -68,24 +108,40 @@ def _inside(point: tuple[float, float], box: Sequence[int]) -> bool:
     return box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3]
 
 
+def _match(box: Sequence[int], truths: Sequence[Sequence[int]]) -> tuple[float, int]:
+    """The best IoU of ``box`` with any true instance, and that instance's index."""
+    ious = [box_iou(box, t) for t in truths]
+    best = int(np.argmax(ious))
+    return float(ious[best]), best
+
+
 def evaluate(detector: Detector, scenes: Iterable[Scene], name: str,
              use_best_window: bool = False) -> Report:
     """Run ``detector`` on every scene and score its answers against the truth."""
     correct, pos_scores, neg_scores, hits, ious, crops, count = 0, [], [], [], [], [], 0
+    buckets: dict[str, Bucket] = {}
     start = time.perf_counter()
     for scene in scenes:
         count += 1
         result = detector.detect(scene.image, targets=[scene.target])
         found = result.targets[0]
         crops.append(result.crops)
-        truth = scene.target_box is not None
+        truths = scene.target_boxes or ([scene.target_box] if scene.target_box else [])
+        truth = bool(truths)
         correct += int(found.present == truth)
         (pos_scores if truth else neg_scores).append(found.score)
         if truth:
             box = found.best_window if use_best_window else found.box
             centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-            hits.append(_inside(centre, scene.target_box))
-            ious.append(box_iou(box, scene.target_box))
+            iou, which = _match(box, truths)
+            inside = any(_inside(centre, t) for t in truths)
+            hits.append(inside)
+            ious.append(iou)
+            bucket = buckets.setdefault(size_bucket(truths[which]), Bucket())
+            bucket.scenes += 1
+            bucket.found += int(found.present)
+            bucket.pointed += int(inside)
+            bucket.iou50 += int(iou >= 0.5)
     elapsed = time.perf_counter() - start
     ious_arr = np.asarray(ious)
     return Report(
@@ -100,6 +156,7 @@ def evaluate(detector: Detector, scenes: Iterable[Scene], name: str,
         seconds_per_frame=elapsed / max(count, 1),
         present_scores=pos_scores,
         absent_scores=neg_scores,
+        buckets=buckets,
     )
 
 
@@ -128,27 +185,58 @@ def compare(encoder, scenes: list[Scene], config: DetectorConfig) -> list[Report
     ]
 
 
+def encoder_row(name: str, report: Report) -> str:
+    """One ``--all-encoders`` row: the goals' figures, IoU >= 0.5 per size bucket."""
+    sizes = " ".join(f"iou50[{k}]={b.iou50 / max(b.scenes, 1):.2f}"
+                     for k, b in sorted(report.buckets.items(), key=_bucket_order))
+    return (f"{name:<16} presence_acc={report.presence_accuracy:.3f} "
+            f"pointing={report.pointing:.3f} iou50={report.iou50:.3f} "
+            f"mean_iou={report.mean_iou:.3f} crops/frame={report.crops_per_frame:.1f} {sizes} "
+            f"goals={'met' if report.meets_goals() else 'MISSED'}")
+
+
+def make_scenes(kind: str, count: int, seed: int, width: int, height: int) -> list[Scene]:
+    """``hard`` (the issue-7 set: 30 px to half the frame, cut, textured, same-colour
+    distractors, twins) or ``blocks`` (the earlier 60-140 px flat blocks)."""
+    if kind == "blocks":
+        return scene_set(count, seed=seed, width=width, height=height)
+    return hard_scene_set(count, seed=seed, width=width, height=height)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clip_perception.evaluate",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=COLOR_ENCODER,
+    parser.add_argument("--model", default=None,
                         help="encoder: CLIP name, checkpoint path or module:factory "
                              "(default: the known-answer colour encoder)")
+    parser.add_argument("--encoder", choices=known_answer.family(),
+                        help="a member of the known-answer encoder family")
+    parser.add_argument("--all-encoders", action="store_true",
+                        help="one row per member of the known-answer encoder family")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--scenes", type=int, default=200, help="generated scenes (default 200)")
+    parser.add_argument("--scene-set", choices=("hard", "blocks"), default="hard",
+                        help="hard: 30 px to half the frame, objects cut by the border, "
+                             "textures, same-colour distractors, two instances (default); "
+                             "blocks: 60-140 px flat blocks")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--size", default="640x480", help="frame size WxH")
     parser.add_argument("--threshold", type=float, default=None, help="presence threshold")
+    parser.add_argument("--box-method", choices=BOX_METHODS, default=None,
+                        help="how finer windows become the region (default: the config's)")
     parser.add_argument("--bag", help="a labelled bag (see clip_perception.tools.labelled_bag) "
                                       "instead of generated scenes")
     parser.add_argument("--image-topic", help="the bag's image topic (default: its only one)")
     args = parser.parse_args(argv)
+    if sum(bool(x) for x in (args.model, args.encoder, args.all_encoders)) > 1:
+        parser.error("give one of --model, --encoder and --all-encoders")
 
-    encoder = load_encoder(args.model, args.device, args.precision)
     config = DetectorConfig()
     if args.threshold is not None:
         config = config.with_changes(presence_threshold=args.threshold)
+    if args.box_method is not None:
+        config = config.with_changes(box_method=args.box_method)
     if args.bag:
         from .labelled_bag import read_labelled_bag
 
@@ -156,14 +244,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = f"bag={args.bag}"
     else:
         width, height = (int(v) for v in args.size.lower().split("x"))
-        scenes = scene_set(args.scenes, seed=args.seed, width=width, height=height)
-        source = f"generated seed={args.seed} size={width}x{height}"
-    print(f"model={args.model} scenes={len(scenes)} {source} "
+        scenes = make_scenes(args.scene_set, args.scenes, args.seed, width, height)
+        source = f"generated {args.scene_set} seed={args.seed} size={width}x{height}"
+
+    if args.all_encoders:
+        print(f"encoders={','.join(known_answer.family())} scenes={len(scenes)} {source} "
+              f"threshold={config.presence_threshold} box_method={config.box_method}")
+        met = True
+        for name in known_answer.family():
+            encoder = load_encoder(known_answer.spec(name), args.device, args.precision)
+            report = evaluate(Detector(encoder, config), scenes, name)
+            print(encoder_row(name, report))
+            met &= report.meets_goals()
+        print(f"goals (presence >= {GOALS['presence_accuracy']}, pointing >= {GOALS['pointing']}, "
+              f"IoU >= 0.5 on >= {GOALS['iou50']}, crops <= {MAX_CROPS}) on every encoder: "
+              f"{'met' if met else 'MISSED'}")
+        return 0
+
+    model = known_answer.spec(args.encoder) if args.encoder else (args.model or COLOR_ENCODER)
+    encoder = load_encoder(model, args.device, args.precision)
+    print(f"model={model} scenes={len(scenes)} {source} "
           f"threshold={config.presence_threshold}")
     reports = compare(encoder, scenes, config)
     for report in reports:
         print(report.line())
     refined = reports[-1]
+    for line in refined.bucket_lines():
+        print(line)
     threshold, accuracy = best_threshold(refined.present_scores, refined.absent_scores)
     print(f"presence threshold: accuracy {refined.presence_accuracy:.3f} at "
           f"{config.presence_threshold:g}; best on these scenes {threshold:.3f} "
