@@ -14,6 +14,7 @@ DEFAULT_TEMPLATES = (
 DEFAULT_BACKGROUNDS = ("table", "wall", "floor", "shelf", "background", "clutter")
 DEFAULT_NEUTRAL = "object"
 SINGLE_PASS_STRIDE = 0.5
+MODES = ("crops", "hybrid")
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,10 @@ class DetectorConfig:
         refine_stages: how many finer passes follow the coarse one.
         heatmap_stride: pixels per heatmap cell (the map is upsampled for output).
         box_alpha: probability a heatmap cell must exceed to join the box.
+        mode: ``crops`` (sliding windows, coarse to fine) or ``hybrid`` (one dense
+            pass proposes regions, a few crops verify them; needs an encoder
+            with ``encode_dense``, else crops run).
+        verify_crops: in hybrid mode, the most crops encoded per frame.
     """
 
     prompt_templates: tuple[str, ...] = DEFAULT_TEMPLATES
@@ -62,6 +67,8 @@ class DetectorConfig:
     refine_stages: int = 2
     heatmap_stride: int = 8
     box_alpha: float = 0.3
+    mode: str = "crops"
+    verify_crops: int = 12
 
     def __post_init__(self) -> None:
         for name in ("prompt_templates", "background_prompts"):
@@ -99,6 +106,10 @@ class DetectorConfig:
             raise ConfigError(f"heatmap_stride {self.heatmap_stride} is outside [1, 64]")
         if not 0.0 < self.box_alpha < 1.0:
             raise ConfigError(f"box_alpha {self.box_alpha} is outside (0, 1)")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if not 1 <= self.verify_crops <= 256:
+            raise ConfigError(f"verify_crops {self.verify_crops} is outside [1, 256]")
 
     def single_pass(self) -> DetectorConfig:
         """The classic one-pass grid: no refinement, windows at half-window stride.

@@ -51,6 +51,10 @@ PARAMS: tuple[Param, ...] = (
     Param("heatmap_stride", _D.heatmap_stride, "pixels per heatmap cell", bounds=(1, 64)),
     Param("box_alpha", _D.box_alpha, "probability a heatmap cell must exceed to join the "
           "region", bounds=(0.01, 0.99)),
+    Param("mode", _D.mode, "crops (sliding windows, coarse to fine) | hybrid (one dense pass "
+          "proposes, verify_crops crops decide; needs an encoder with encode_dense)"),
+    Param("verify_crops", _D.verify_crops, "hybrid mode: most crops encoded per frame",
+          bounds=(1, 256)),
     Param("publish_debug_image", True, "publish debug_image while someone subscribes"),
     Param("publish_heatmap", True, "publish heatmap while someone subscribes"),
     Param("image_reliability", "best_effort", "image subscription QoS: best_effort (works "
@@ -66,7 +70,7 @@ BY_NAME = {p.name: p for p in PARAMS}
 DETECTOR_FIELDS = (
     "prompt_templates", "background_prompts", "neutral_prompt", "presence_threshold",
     "window_scales", "window_stride", "include_full_frame", "refine", "refine_stages",
-    "crop_budget", "heatmap_stride", "box_alpha",
+    "crop_budget", "heatmap_stride", "box_alpha", "mode", "verify_crops",
 )
 
 

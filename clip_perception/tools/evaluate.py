@@ -23,6 +23,7 @@ import numpy as np
 from ..core.config import DetectorConfig
 from ..core.detector import Detector
 from ..core.encoders import load_encoder
+from ..core.hybrid import supports_dense
 from ..core.windows import box_iou
 from ..testing.scenes import Scene, scene_set
 
@@ -119,13 +120,19 @@ def best_threshold(present: Sequence[float], absent: Sequence[float]) -> tuple[f
     return float(candidates[pick]), float(accuracy[pick])
 
 
-def compare(encoder, scenes: list[Scene], config: DetectorConfig) -> list[Report]:
-    """The single best window of the one-pass default grid vs the refined region."""
-    single = config.single_pass()
-    return [
+def compare(encoder, scenes: list[Scene], config: DetectorConfig,
+            mode: str = "crops") -> list[Report]:
+    """The single best window of the one-pass default grid vs the refined region
+    (crop mode); with ``mode="hybrid"`` also hybrid mode on the same scenes."""
+    single = config.single_pass().with_changes(mode="crops")
+    reports = [
         evaluate(Detector(encoder, single), scenes, "best_window", use_best_window=True),
-        evaluate(Detector(encoder, config), scenes, "refined"),
+        evaluate(Detector(encoder, config.with_changes(mode="crops")), scenes, "refined"),
     ]
+    if mode == "hybrid":
+        reports.append(evaluate(Detector(encoder, config.with_changes(mode="hybrid")), scenes,
+                                "hybrid"))
+    return reports
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,9 +150,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bag", help="a labelled bag (see clip_perception.tools.labelled_bag) "
                                       "instead of generated scenes")
     parser.add_argument("--image-topic", help="the bag's image topic (default: its only one)")
+    parser.add_argument("--mode", choices=("crops", "hybrid"), default="crops",
+                        help="hybrid: also evaluate hybrid mode beside crop mode "
+                             "(the encoder needs encode_dense)")
     args = parser.parse_args(argv)
 
     encoder = load_encoder(args.model, args.device, args.precision)
+    if args.mode == "hybrid" and not supports_dense(encoder):
+        print(f"error: --mode hybrid needs an encoder with encode_dense; {args.model} has none",
+              file=sys.stderr)
+        return 2
     config = DetectorConfig()
     if args.threshold is not None:
         config = config.with_changes(presence_threshold=args.threshold)
@@ -160,10 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = f"generated seed={args.seed} size={width}x{height}"
     print(f"model={args.model} scenes={len(scenes)} {source} "
           f"threshold={config.presence_threshold}")
-    reports = compare(encoder, scenes, config)
+    reports = compare(encoder, scenes, config, args.mode)
     for report in reports:
         print(report.line())
-    refined = reports[-1]
+    refined = reports[1]
     threshold, accuracy = best_threshold(refined.present_scores, refined.absent_scores)
     print(f"presence threshold: accuracy {refined.presence_accuracy:.3f} at "
           f"{config.presence_threshold:g}; best on these scenes {threshold:.3f} "
