@@ -13,9 +13,8 @@
    candidate whose crop has the highest target-vs-neutral evidence is the
    target's hit. The detector's coarse-to-fine refinement then runs around a
    square twice the candidate's size with the crops left in ``verify_crops``.
-   Presence is the best crop probability, the box the refined one, as in
-   crop mode; the candidate's cells when no refinement ran or its box's
-   centre left them.
+   Presence is the best crop probability, the box the refined one (the
+   candidate's cells when no refinement ran), as in crop mode.
 
 Measured on the known-answer family (see the README): a warped crop of the
 cells keeps presence where a square crop of an elongated object is mostly
@@ -157,21 +156,12 @@ def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, .
             present=score >= config.presence_threshold,
             score=score,
             frame_score=float("nan"),
-            box=_kept(refined[t], chosen[t]),
+            box=refined[t] or chosen[t],
             best_window=hits[t],
             window_scores=scores,
         ))
     return Detection(results, windows, width, height, spent, heatmaps, config.heatmap_stride,
                      refined=any(passes))
-
-
-def _kept(refined: Box | None, region: Box) -> Box:
-    """The refined box, unless the refinement moved its centre off the verified region."""
-    if refined is None:
-        return region
-    cx, cy = (refined[0] + refined[2]) / 2, (refined[1] + refined[3]) / 2
-    inside = region[0] <= cx < region[2] and region[1] <= cy < region[3]
-    return refined if inside else region
 
 
 def _verify(detector: Detector, image, classes, hits: list[Box], width: int, height: int,
