@@ -165,3 +165,25 @@ def test_dense_heatmap_maps_cells_to_pixels() -> None:
     assert heat.shape == (30, 60)
     assert heat[0, 0] == 0 and heat[0, 19] == 0 and heat[0, 20] == 1 and heat[14, 59] == 2
     assert heat[15, 0] == 3 and heat[29, 59] == 5
+
+
+def test_evaluate_prints_hybrid_beside_crop_mode(capsys) -> None:
+    from clip_perception.tools.evaluate import main
+
+    assert main(["--model", "clip_perception.testing.known_answer:linear", "--mode", "hybrid",
+                 "--scenes", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines if "presence_acc=" in line]
+    assert names == ["best_window", "refined", "hybrid"]
+    hybrid = next(line for line in lines if line.startswith("hybrid"))
+    assert float(hybrid.split("crops/frame=")[1].split()[0]) <= HYBRID.verify_crops
+
+
+def test_benchmark_and_ros_benchmark_take_a_mode() -> None:
+    from clip_perception.tools.benchmark import parse_args
+
+    assert parse_args(["--mode", "hybrid"]).mode == "hybrid"
+    assert parse_args([]).mode == "crops"
+    assert parse_args(["--ros", "--mode", "hybrid"]).mode == "hybrid"
+    with pytest.raises(SystemExit):
+        parse_args(["--mode", "dense"])
