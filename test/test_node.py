@@ -308,3 +308,56 @@ def test_lifecycle_without_autostart_waits_for_configure_and_activate(start):
     send_until(probe, scene("red").image, T0 + 10, "debug_image")
     assert probe.spin_until(lambda: probe.received["detected"], 5)
     assert probe.latest("detected").data is True
+
+
+@pytest.mark.ros
+def test_mode_switches_at_run_time_and_both_modes_answer(start):
+    """crops -> hybrid -> crops with set_parameters; in each mode the published heatmap is
+    the one that mode computes in-process (the dense map in hybrid), and the region fits."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from std_msgs.msg import Header
+
+    from clip_perception.core.config import DetectorConfig
+    from clip_perception.core.detector import Detector
+    from clip_perception.ros.messages import heatmap_image
+    from clip_perception.testing.color_encoder import ColorEncoder
+
+    node, probe = start()
+    client = probe.node.create_client(SetParameters, "/clip_perception/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+
+    def set_mode(mode: str) -> None:
+        request = SetParameters.Request(parameters=[Parameter(
+            name="mode", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                              string_value=mode))])
+        future = client.call_async(request)
+        assert probe.spin_until(future.done, 10)
+        assert future.result().results[0].successful, future.result().results[0].reason
+
+    assert probe.command("find the red block", expect_targets="red block")
+    s = scene("red", distractors=2)
+    expected = {}
+    for mode in ("crops", "hybrid"):
+        local = Detector(ColorEncoder(), DetectorConfig(mode=mode))
+        detection = local.detect(s.image, ["red block"], with_heatmap=True)
+        expected[mode] = np.frombuffer(bytes(heatmap_image(detection, Header()).data),
+                                       dtype=np.float32)
+    assert not np.allclose(expected["crops"], expected["hybrid"])
+
+    for k, mode in enumerate(("hybrid", "crops", "hybrid")):
+        set_mode(mode)
+        stamp = T0 + 100 + k
+        heat = send_until(probe, s.image, stamp, "heatmap")
+        values = np.frombuffer(bytes(heat.data), dtype=np.float32)
+        np.testing.assert_allclose(values, expected[mode], atol=1e-5, err_msg=mode)
+        assert probe.spin_until(lambda: probe.received["region"], 5)
+        assert probe.latest("detected").data is True
+        assert box_iou(regions(probe)[-1], s.target_box) >= 0.5, mode
+    bad = SetParameters.Request(parameters=[Parameter(
+        name="mode", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                          string_value="dense"))])
+    future = client.call_async(bad)
+    assert probe.spin_until(future.done, 10)
+    assert not future.result().results[0].successful
+    assert node.alive()

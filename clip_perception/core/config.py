@@ -23,9 +23,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "refine_stages": (0, 4),
     "heatmap_stride": (1, 64),
     "box_alpha": (0.01, 0.99),
+    "verify_crops": (1, 256),
 }
 WINDOW_SCALE_RANGE = (0.02, 1.0)  # each of window_scales
 BOX_METHODS = ("rank_fit", "heatmap")
+MODES = ("crops", "hybrid")
 
 
 class ConfigError(ValueError):
@@ -65,6 +67,10 @@ class DetectorConfig:
             box of probability-heatmap mass above ``box_alpha``).
         box_alpha: probability a heatmap cell must exceed to join the box
             (``box_method: heatmap`` only).
+        mode: ``crops`` (sliding windows, coarse to fine) or ``hybrid`` (one dense
+            pass proposes regions, a few crops verify them; needs an encoder
+            with ``encode_dense``, else crops run).
+        verify_crops: in hybrid mode, the most crops encoded per frame.
     """
 
     prompt_templates: tuple[str, ...] = DEFAULT_TEMPLATES
@@ -80,6 +86,8 @@ class DetectorConfig:
     heatmap_stride: int = 8
     box_alpha: float = 0.3
     box_method: str = "rank_fit"
+    mode: str = "crops"
+    verify_crops: int = 12
 
     def __post_init__(self) -> None:
         for name in ("prompt_templates", "background_prompts"):
@@ -113,6 +121,8 @@ class DetectorConfig:
         if self.box_method not in BOX_METHODS:
             raise ConfigError(f"box_method {self.box_method!r} is not one of "
                               f"{', '.join(BOX_METHODS)}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
 
     def single_pass(self) -> DetectorConfig:
         """The classic one-pass grid: no refinement, windows at half-window stride.

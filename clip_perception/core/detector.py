@@ -7,6 +7,7 @@ crop budget. No ROS here: the node is a thin shell around :class:`Detector`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,12 +19,14 @@ import torch
 from .config import DetectorConfig
 from .crops import FrameUploader, crop_windows
 from .encoders import Encoder, device_of, logit_scale_of
+from .hybrid import detect_hybrid, supports_dense
 from .image_formats import Frame
 from .localization import best_box, heatmap, rank_fit_box, refine_windows
 from .scoring import TextBank, target_scores
 from .windows import sliding_indices, whole_frame_mask, window_grid
 
 Box = tuple[int, int, int, int]
+log = logging.getLogger(__name__)
 
 
 class FinePass(NamedTuple):
@@ -100,6 +103,7 @@ class Detector:
         self._targets: tuple[str, ...] = ()
         self._uploader = FrameUploader(self.device)
         self._grid_cache: dict[tuple, np.ndarray] = {}
+        self._warned_no_dense = False
         self.configure(config or DetectorConfig())
 
     # --- settings -------------------------------------------------------------
@@ -113,6 +117,15 @@ class Detector:
                                           old.neutral_prompt):
                 self.text = TextBank(self.encoder, *prompts, device=self.device)
             self._grid_cache.clear()
+            if config.mode == "hybrid" and not self.hybrid and not self._warned_no_dense:
+                self._warned_no_dense = True
+                log.warning("mode 'hybrid' needs an encoder with encode_dense(image); %s has "
+                            "none, so crop mode runs", type(self.encoder).__name__)
+
+    @property
+    def hybrid(self) -> bool:
+        """True when frames run in hybrid mode: asked for, and the encoder has ``encode_dense``."""
+        return self.config.mode == "hybrid" and supports_dense(self.encoder)
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -241,6 +254,9 @@ class Detector:
         n = len(targets)
         classes = text.classes(targets)
         image = self._uploader(frame)
+        if config.mode == "hybrid" and supports_dense(self.encoder):
+            return detect_hybrid(self, image, targets, classes, config, width, height,
+                                 with_heatmap)
         probs, evidence = self._score(image, windows, classes, n)
         crops = len(windows)
 

@@ -201,6 +201,15 @@ class ClipEncoder:
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode_normalized(self.normalize(images))
 
+    def encode_dense(self, image: torch.Tensor) -> torch.Tensor:
+        """``[1, 3, H, W]`` RGB in [0, 1] -> ``[h, w, D]`` patch embeddings (hybrid mode).
+
+        See :mod:`clip_perception.core.dense_clip` (ClearCLIP for ViT, MaskCLIP for ResNet).
+        """
+        from .dense_clip import encode_dense
+
+        return encode_dense(self, image)
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         import clip

@@ -62,6 +62,10 @@ PARAMS: tuple[Param, ...] = (
           f"{' | '.join(BOX_METHODS)}"),
     Param("box_alpha", _D.box_alpha, "probability a heatmap cell must exceed to join the "
           "region (box_method heatmap only)", bounds=RANGES["box_alpha"]),
+    Param("mode", _D.mode, "crops (sliding windows, coarse to fine) | hybrid (one dense pass "
+          "proposes, verify_crops crops decide; needs an encoder with encode_dense)"),
+    Param("verify_crops", _D.verify_crops, "hybrid mode: most crops encoded per frame",
+          bounds=RANGES["verify_crops"]),
     Param("publish_debug_image", True, "publish debug_image while someone subscribes"),
     Param("publish_heatmap", True, "publish heatmap while someone subscribes"),
     Param("image_reliability", "best_effort", "image subscription QoS: best_effort (works "
@@ -76,7 +80,7 @@ PARAMS: tuple[Param, ...] = (
 DETECTOR_FIELDS = (
     "prompt_templates", "background_prompts", "neutral_prompt", "presence_threshold",
     "window_scales", "window_stride", "include_full_frame", "refine", "refine_stages",
-    "crop_budget", "heatmap_stride", "box_alpha", "box_method",
+    "crop_budget", "heatmap_stride", "box_alpha", "box_method", "mode", "verify_crops",
 )
 
 

@@ -49,7 +49,7 @@ def tiny(device: str | torch.device = "auto") -> ClipEncoder:
 def write_checkpoint(path: str, arch: str = "tiny", seed: int = 0) -> str:
     """Save a seeded random CLIP ``arch`` as a plain state-dict checkpoint at ``path``, which
     the node loads through the real checkpoint path (``model:=/path/to/file.pt``)."""
-    _clip_module()
+    import_clip()
     from clip.model import CLIP
 
     with torch.random.fork_rng(devices=[]):

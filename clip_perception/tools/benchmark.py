@@ -63,6 +63,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes and random weights")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the image tower (CUDA graphs on CUDA)")
+    p.add_argument("--mode", choices=("crops", "hybrid"), default="crops",
+                   help="hybrid: also time hybrid mode (one dense pass + verification crops); "
+                        "the last line then gives hybrid's ratios and its speedup over the "
+                        "default crop mode (with --ros: the node's mode)")
     p.add_argument("--ros", action="store_true",
                    help="benchmark the ROS node instead (clip_perception.tools.ros_benchmark)")
     p.add_argument("--rate", type=float, default=30.0,
@@ -155,6 +159,14 @@ def one_batch(encoder: ClipEncoder, crops: torch.Tensor) -> torch.Tensor:
         return encoder.model.encode_image(crops)
 
 
+def hybrid_model(encoder: ClipEncoder, image: np.ndarray, crops: torch.Tensor) -> None:
+    """The model's share of a hybrid frame: the dense pass and as many crops in one batch."""
+    frame = FrameUploader(encoder.device)(Frame.from_rgb(image))
+    encoder.encode_dense(frame)
+    if len(crops):
+        encoder.encode_normalized(crops)
+
+
 @dataclass
 class FrameRun:
     """What one frame gave: seconds per pipeline, and the answers to compare."""
@@ -162,6 +174,7 @@ class FrameRun:
     seconds: dict[str, float]
     found: Detection
     refined_crops: int
+    hybrid_crops: int
     naive_probs: np.ndarray
     naive_evidence: np.ndarray
 
@@ -169,10 +182,13 @@ class FrameRun:
 class Pipelines:
     """Everything timed on one frame, in a fixed order."""
 
-    def __init__(self, encoder: ClipEncoder, width: int, height: int, compiled: bool):
+    def __init__(self, encoder: ClipEncoder, width: int, height: int, compiled: bool,
+                 mode: str = "crops"):
         self.encoder, self.width, self.height = encoder, width, height
         self.fast = Detector(encoder, SINGLE_PASS)
         self.refined = Detector(encoder, DetectorConfig())
+        self.hybrid = (Detector(encoder, DetectorConfig(mode="hybrid")) if mode == "hybrid"
+                       else None)
         self.windows = self.fast.windows_for(width, height)
         self.preprocess = clip_preprocess(encoder.input_size)
         # The encoder's own chunks are what the package runs; the bare tower in one
@@ -184,6 +200,8 @@ class Pipelines:
         """Embed every phrase now: timing covers the image path (text is cached)."""
         self.fast.set_targets(phrases)
         self.refined.set_targets(phrases)
+        if self.hybrid is not None:
+            self.hybrid.set_targets(phrases)
 
     def measure(self, image: np.ndarray, target: str, naive_windows: np.ndarray) -> FrameRun:
         encoder, device, targets = self.encoder, self.encoder.device, [target]
@@ -198,7 +216,14 @@ class Pipelines:
             lambda: naive_scores(encoder, image, naive_windows, classes, 1,
                                  encoder.logit_scale, self.preprocess), device)
         seconds["refined"], refined = timed(lambda: self.refined.detect(image, targets), device)
-        return FrameRun(seconds, found, refined.crops, probs[:, 0], evidence[:, 0])
+        hybrid_crops = 0
+        if self.hybrid is not None:
+            seconds["hybrid"], result = timed(lambda: self.hybrid.detect(image, targets), device)
+            hybrid_crops = result.crops
+            seconds["hybrid model"], _ = timed(
+                lambda: hybrid_model(encoder, image, crops[:hybrid_crops]), device)
+        return FrameRun(seconds, found, refined.crops, hybrid_crops, probs[:, 0],
+                        evidence[:, 0])
 
     def compare(self, agreement: Agreement, run: FrameRun) -> None:
         target = run.found.targets[0]
@@ -207,7 +232,7 @@ class Pipelines:
 
 
 def report(p: Pipelines, times: dict[str, list[float]], refined_crops: list[int],
-           agreement: Agreement, device: torch.device) -> None:
+           agreement: Agreement, device: torch.device, hybrid_crops: list[int]) -> None:
     n, encoder = len(p.windows), p.encoder
     chunks = f"in chunks of <= {encoder.max_batch}" if p.chunked else "in one batch"
     print(f"naive   (PIL crop + CLIP preprocess, one window per call): "
@@ -224,11 +249,26 @@ def report(p: Pipelines, times: dict[str, list[float]], refined_crops: list[int]
           f"{percentiles(times['refined'])} per frame")
     for line in agreement.lines():
         print(line)
-    speedup = np.median(times["naive"]) / np.median(times["package"])
-    overhead = np.median(times["package"]) / np.median(times["model"])
-    print(f"(ratios of p50 times; overhead against the model run {chunks}, as in the package)")
+    if p.hybrid is None:
+        speedup = np.median(times["naive"]) / np.median(times["package"])
+        overhead = np.median(times["package"]) / np.median(times["model"])
+        print(f"(ratios of p50 times; overhead against the model run {chunks}, as in the package)")
+        print(f"speedup_vs_naive={speedup:.2f} overhead_vs_model={overhead:.2f} "
+              f"device={device_name(device)} windows={n}")
+        return
+    used = float(np.mean(hybrid_crops))
+    print(f"hybrid  (mode=hybrid, verify_crops {p.hybrid.config.verify_crops}: one dense pass "
+          f"+ {used:.1f} crops): {percentiles(times['hybrid'])} per frame")
+    print(f"model   (hybrid's share: the dense pass + {used:.0f} crops in one batch): "
+          f"{percentiles(times['hybrid model'])}")
+    speedup = np.median(times["naive"]) / np.median(times["hybrid"])
+    overhead = np.median(times["hybrid"]) / np.median(times["hybrid model"])
+    vs_crops = np.median(times["refined"]) / np.median(times["hybrid"])
+    print(f"hybrid vs the default crop mode (refined): {vs_crops:.2f}x faster; vs the naive "
+          f"{n}-window loop: {speedup:.2f}x (ratios of p50 times in this run)")
     print(f"speedup_vs_naive={speedup:.2f} overhead_vs_model={overhead:.2f} "
-          f"device={device_name(device)} windows={n}")
+          f"device={device_name(device)} windows={used:.1f} mode=hybrid "
+          f"speedup_vs_crop_mode={vs_crops:.2f}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -241,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     short = min(args.width, args.height)  # objects 60-140 px at 480, scaled with the frame
     scenes = scene_set(frames + warmup, seed=args.seed, width=args.width, height=args.height,
                        size_range=(max(4, short // 8), max(5, short * 7 // 24)))
-    p = Pipelines(encoder, args.width, args.height, args.compile)
+    p = Pipelines(encoder, args.width, args.height, args.compile, args.mode)
     p.set_targets(sorted({s.target for s in scenes}))
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     print(f"model: {described}")
@@ -253,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
 
     times: dict[str, list[float]] = {}
     refined_crops: list[int] = []
+    hybrid_crops: list[int] = []
     agreement = Agreement(encoder.logit_scale)
     for i, scene in enumerate(scenes):
         if i < warmup:  # the naive pipeline warms up on two windows: a frame takes seconds
@@ -262,10 +303,11 @@ def run(args: argparse.Namespace) -> int:
         for name, seconds in frame.seconds.items():
             times.setdefault(name, []).append(seconds)
         refined_crops.append(frame.refined_crops)
+        hybrid_crops.append(frame.hybrid_crops)
         p.compare(agreement, frame)
         print(f"  frame {i - warmup + 1}/{frames}: " + ", ".join(
             f"{name} {t:.3f} s" for name, t in frame.seconds.items()), file=sys.stderr, flush=True)
-    report(p, times, refined_crops, agreement, device)
+    report(p, times, refined_crops, agreement, device, hybrid_crops)
     return 0 if agreement.passed else 1
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from ..core.config import BOX_METHODS, DetectorConfig
 from ..core.detector import Detector
 from ..core.encoders import load_encoder
+from ..core.hybrid import supports_dense
 from ..core.windows import box_iou
 from ..testing import known_answer
 from ..testing.scenes import Scene, hard_scene_set, scene_set, size_bucket
@@ -176,13 +177,19 @@ def best_threshold(present: Sequence[float], absent: Sequence[float]) -> tuple[f
     return float(candidates[pick]), float(accuracy[pick])
 
 
-def compare(encoder, scenes: list[Scene], config: DetectorConfig) -> list[Report]:
-    """The single best window of the one-pass default grid vs the refined region."""
-    single = config.single_pass()
-    return [
+def compare(encoder, scenes: list[Scene], config: DetectorConfig,
+            mode: str = "crops") -> list[Report]:
+    """The single best window of the one-pass default grid vs the refined region
+    (crop mode); with ``mode="hybrid"`` also hybrid mode on the same scenes."""
+    single = config.single_pass().with_changes(mode="crops")
+    reports = [
         evaluate(Detector(encoder, single), scenes, "best_window", use_best_window=True),
-        evaluate(Detector(encoder, config), scenes, "refined"),
+        evaluate(Detector(encoder, config.with_changes(mode="crops")), scenes, "refined"),
     ]
+    if mode == "hybrid":
+        reports.append(evaluate(Detector(encoder, config.with_changes(mode="hybrid")), scenes,
+                                "hybrid"))
+    return reports
 
 
 def encoder_row(name: str, report: Report) -> str:
@@ -228,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bag", help="a labelled bag (see clip_perception.tools.labelled_bag) "
                                       "instead of generated scenes")
     parser.add_argument("--image-topic", help="the bag's image topic (default: its only one)")
+    parser.add_argument("--mode", choices=("crops", "hybrid"), default="crops",
+                        help="hybrid: also evaluate hybrid mode beside crop mode "
+                             "(the encoder needs encode_dense)")
     args = parser.parse_args(argv)
     if sum(bool(x) for x in (args.model, args.encoder, args.all_encoders)) > 1:
         parser.error("give one of --model, --encoder and --all-encoders")
@@ -253,9 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         met = True
         for name in known_answer.family():
             encoder = load_encoder(known_answer.spec(name), args.device, args.precision)
-            report = evaluate(Detector(encoder, config), scenes, name)
+            report = evaluate(Detector(encoder, config.with_changes(mode="crops")), scenes, name)
             print(encoder_row(name, report))
             met &= report.meets_goals()
+            if args.mode == "hybrid":
+                hybrid = evaluate(Detector(encoder, config.with_changes(mode="hybrid")), scenes,
+                                  f"{name}/hybrid")
+                print(encoder_row(f"{name}/hybrid", hybrid))
         print(f"goals (presence >= {GOALS['presence_accuracy']}, pointing >= {GOALS['pointing']}, "
               f"IoU >= 0.5 on >= {GOALS['iou50']}, crops <= {MAX_CROPS}) on every encoder: "
               f"{'met' if met else 'MISSED'}")
@@ -263,14 +277,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model = known_answer.spec(args.encoder) if args.encoder else (args.model or COLOR_ENCODER)
     encoder = load_encoder(model, args.device, args.precision)
+    if args.mode == "hybrid" and not supports_dense(encoder):
+        print(f"error: --mode hybrid needs an encoder with encode_dense; {model} has none",
+              file=sys.stderr)
+        return 2
     print(f"model={model} scenes={len(scenes)} {source} "
           f"threshold={config.presence_threshold}")
-    reports = compare(encoder, scenes, config)
+    reports = compare(encoder, scenes, config, args.mode)
     for report in reports:
         print(report.line())
-    refined = reports[-1]
-    for line in refined.bucket_lines():
-        print(line)
+    refined = reports[1]
+    for report in reports[1:]:
+        for line in report.bucket_lines():
+            print(f"{report.name}{line}")
     threshold, accuracy = best_threshold(refined.present_scores, refined.absent_scores)
     print(f"presence threshold: accuracy {refined.presence_accuracy:.3f} at "
           f"{config.presence_threshold:g}; best on these scenes {threshold:.3f} "

@@ -45,9 +45,10 @@ def run_ros_benchmark(args) -> int:
                         or DEFAULT_DOMAIN)
     use_local_ros(env)
     log_path = Path(tempfile.gettempdir()) / f"clip_perception_bench_{os.getpid()}.log"
+    mode = getattr(args, "mode", "crops")
     params = {"model": model, "device": args.device, "precision": args.precision,
-              "target": "find the red block"}
-    print(f"ros benchmark: node with model={model} device={args.device} precision="
+              "target": "find the red block", "mode": mode}
+    print(f"ros benchmark: node with model={model} mode={mode} device={args.device} precision="
           f"{args.precision}; {width}x{height} rgb8 frames at {args.rate} Hz for "
           f"{args.duration} s over loopback (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})", flush=True)
     node = NodeProcess(env, log_path, params)
@@ -138,5 +139,5 @@ def _report(args, sent: int, received_before: int, processed: int,
     print(f"ros_latency_p50_ms={lat50:.1f} ros_latency_p95_ms={lat95:.1f} "
           f"processing_p50_ms={proc50:.1f} overhead_ms={overhead:.2f} "
           f"processed_fraction={processed / max(sent, 1):.3f} rate_hz={args.rate:g} "
-          f"device={diagnostics.get('device', args.device)}")
+          f"device={diagnostics.get('device', args.device)} mode={getattr(args, 'mode', 'crops')}")
     return 0 if processed else 1

@@ -1,0 +1,189 @@
+"""Hybrid mode with known-answer dense encoders: proposals, verification, budget, heatmap,
+the run-time switch, and the fallback for encoders without encode_dense."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from clip_perception.core.config import ConfigError, DetectorConfig
+from clip_perception.core.detector import Detector
+from clip_perception.core.hybrid import candidates, dense_heatmap, square_around, supports_dense
+from clip_perception.core.windows import box_iou
+from clip_perception.testing import known_answer
+from clip_perception.testing.color_encoder import ColorEncoder
+from clip_perception.testing.scenes import make_scene, paint
+
+HYBRID = DetectorConfig(mode="hybrid")
+MEMBERS = known_answer.family()
+
+
+def inside(box, truth) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return truth[0] <= cx < truth[2] and truth[1] <= cy < truth[3]
+
+
+class CropsOnly:
+    """An encoder with the crop contract only (no encode_dense)."""
+
+    def __init__(self):
+        self._inner = ColorEncoder()
+        self.input_size = self._inner.input_size
+        self.logit_scale = self._inner.logit_scale
+        self.encode_images = self._inner.encode_images
+        self.encode_texts = self._inner.encode_texts
+
+
+def test_config_validates_mode_and_verify_crops() -> None:
+    assert DetectorConfig().mode == "crops"
+    with pytest.raises(ConfigError, match="mode"):
+        DetectorConfig(mode="dense")
+    for bad in (0, 257):
+        with pytest.raises(ConfigError, match="verify_crops"):
+            DetectorConfig(verify_crops=bad)
+
+
+@pytest.mark.parametrize("member", MEMBERS)
+def test_every_member_finds_the_target_within_the_budget(member: str) -> None:
+    encoder = known_answer.load(member)
+    assert supports_dense(encoder)
+    detector = Detector(encoder, HYBRID)
+    rng = np.random.default_rng(11)
+    misses = []
+    for k in range(6):
+        scene = make_scene(rng, target_colour=("red", "blue", "green")[k % 3],
+                           size_range=(40, 160), distractors=k % 4)
+        result = detector.detect(scene.image, [scene.target])
+        found = result.targets[0]
+        assert found.present, (member, k, found.score)
+        if not inside(found.box, scene.target_box):
+            misses.append((k, found.box, scene.target_box))
+        assert result.crops <= HYBRID.verify_crops
+    # Pointing is a rate: on saturating members the current box method can spread a thin
+    # object's box past it (as in crop mode; issue 7), so one miss in six is allowed.
+    assert len(misses) <= 1, (member, misses)
+    for k in range(3):
+        scene = make_scene(rng, target_colour="yellow", present=False, distractors=2)
+        assert not detector.detect(scene.image, [scene.target]).targets[0].present, (member, k)
+
+
+def test_hybrid_box_fits_a_block_on_the_linear_member() -> None:
+    detector = Detector(known_answer.load("linear"), HYBRID)
+    rng = np.random.default_rng(5)
+    ious = []
+    for _ in range(8):
+        scene = make_scene(rng, size_range=(60, 140), distractors=2)
+        ious.append(box_iou(detector.detect(scene.image, [scene.target]).targets[0].box,
+                            scene.target_box))
+    assert np.mean(np.asarray(ious) >= 0.5) >= 0.75, ious
+
+
+def test_two_targets_are_each_found_and_share_the_budget() -> None:
+    detector = Detector(known_answer.load("linear"), HYBRID)
+    image = np.full((480, 640, 3), 128, np.uint8)
+    rng = np.random.default_rng(0)
+    paint(image, (60, 80, 160, 180), "red", rng)
+    paint(image, (420, 260, 540, 380), "blue", rng)
+    result = detector.detect(image, ["red block", "blue block"])
+    red, blue = result.targets
+    assert red.present and blue.present
+    assert inside(red.box, (60, 80, 160, 180)) and inside(blue.box, (420, 260, 540, 380))
+    assert result.crops <= HYBRID.verify_crops
+
+
+def test_hybrid_costs_far_fewer_crops_than_crop_mode() -> None:
+    encoder = known_answer.load("linear")
+    scene = make_scene(np.random.default_rng(2), distractors=1)
+    crops = Detector(encoder).detect(scene.image, [scene.target]).crops
+    hybrid = Detector(encoder, HYBRID).detect(scene.image, [scene.target]).crops
+    assert hybrid <= 12 < crops
+
+
+def test_heatmap_comes_from_the_dense_map() -> None:
+    encoder = ColorEncoder()
+    detector = Detector(encoder, HYBRID)
+    image = np.full((480, 640, 3), 128, np.uint8)
+    paint(image, (96, 64, 224, 192), "red", np.random.default_rng(0))  # on 16 px cell edges
+    result = detector.detect(image, ["red block"], with_heatmap=True)
+    heat = result.heatmaps[0]
+    cell = result.heatmap_cell
+    assert heat.shape == (480 // cell, 640 // cell)
+    inner = heat[64 // cell:192 // cell, 96 // cell:224 // cell]
+    assert inner.min() > 0.9
+    outer = heat.copy()
+    outer[64 // cell:192 // cell, 96 // cell:224 // cell] = 0
+    assert outer.max() < 0.05  # the dense map is sharp at its 16 px cells
+
+
+def test_run_time_switch_and_fallback_warns_once(caplog) -> None:
+    encoder = known_answer.load("linear")
+    detector = Detector(encoder)
+    scene = make_scene(np.random.default_rng(4), distractors=1)
+    crop_mode = detector.detect(scene.image, [scene.target])
+    detector.configure(HYBRID)
+    assert detector.hybrid
+    hybrid = detector.detect(scene.image, [scene.target])
+    assert hybrid.crops < crop_mode.crops and hybrid.targets[0].present
+
+    plain = Detector(CropsOnly())
+    with caplog.at_level(logging.WARNING):
+        plain.configure(HYBRID)
+        plain.configure(HYBRID.with_changes(verify_crops=8))
+    warnings = [r for r in caplog.records if "encode_dense" in r.getMessage()]
+    assert len(warnings) == 1 and "crop mode runs" in warnings[0].getMessage()
+    assert not plain.hybrid
+    result = plain.detect(scene.image, [scene.target])
+    assert result.crops == crop_mode.crops and result.targets[0].present
+
+
+def test_candidates_are_components_strongest_first() -> None:
+    prob = np.zeros((10, 12))
+    prob[1:3, 1:4] = 0.6       # weaker blob
+    prob[6:9, 7:10] = 0.9      # stronger blob
+    prob[5, 0] = 0.2           # below half the peak: ignored
+    found = candidates(prob, 3)
+    assert [(r.start, r.stop, c.start, c.stop) for r, c, _ in found] == [(6, 9, 7, 10),
+                                                                        (1, 3, 1, 4)]
+    assert [p for _, _, p in found] == [0.9, 0.6]
+    assert len(candidates(prob, 1)) == 1
+    flat = candidates(np.zeros((4, 4)), 3)  # nothing scores: the peak cell alone
+    assert len(flat) == 1 and flat[0][2] == 0.0
+
+
+def test_square_around_stays_inside_the_frame() -> None:
+    assert square_around((100, 100, 140, 120), 640, 480, 0.0) == (100, 90, 140, 130)
+    x0, y0, x1, y1 = square_around((600, 440, 640, 480), 640, 480, 0.5)
+    assert (x1, y1) == (640, 480) and x1 - x0 == y1 - y0 == 80
+    assert square_around((0, 0, 640, 480), 640, 480, 0.5) == (80, 0, 560, 480)
+
+
+def test_dense_heatmap_maps_cells_to_pixels() -> None:
+    prob = np.arange(6, dtype=float).reshape(2, 3)  # cells of 160 x 120 pixels at 480x240
+    heat = dense_heatmap(prob, 480, 240, 8)
+    assert heat.shape == (30, 60)
+    assert heat[0, 0] == 0 and heat[0, 19] == 0 and heat[0, 20] == 1 and heat[14, 59] == 2
+    assert heat[15, 0] == 3 and heat[29, 59] == 5
+
+
+def test_evaluate_prints_hybrid_beside_crop_mode(capsys) -> None:
+    from clip_perception.tools.evaluate import main
+
+    assert main(["--model", "clip_perception.testing.known_answer:linear", "--mode", "hybrid",
+                 "--scenes", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines if "presence_acc=" in line]
+    assert names == ["best_window", "refined", "hybrid"]
+    hybrid = next(line for line in lines if line.startswith("hybrid"))
+    assert float(hybrid.split("crops/frame=")[1].split()[0]) <= HYBRID.verify_crops
+
+
+def test_benchmark_and_ros_benchmark_take_a_mode() -> None:
+    from clip_perception.tools.benchmark import parse_args
+
+    assert parse_args(["--mode", "hybrid"]).mode == "hybrid"
+    assert parse_args([]).mode == "crops"
+    assert parse_args(["--ros", "--mode", "hybrid"]).mode == "hybrid"
+    with pytest.raises(SystemExit):
+        parse_args(["--mode", "dense"])
