@@ -116,6 +116,14 @@ class Detector:
     def targets(self) -> tuple[str, ...]:
         return self._targets
 
+    def prepare(self, targets: Sequence[str]) -> None:
+        """Embed ``targets`` now (raises what the text encoder raises) without making
+        them current, so a later :meth:`set_targets` or :meth:`detect` cannot fail on them."""
+        targets = tuple(targets)
+        with self._lock:
+            if targets:
+                self.text.phrases(targets)
+
     def set_targets(self, targets: Sequence[str]) -> None:
         """Set the phrases to find and embed any new ones now (one text pass)."""
         targets = tuple(targets)

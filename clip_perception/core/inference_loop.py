@@ -1,0 +1,442 @@
+"""The node's concurrency, without ROS: newest-frame slot, worker, publisher hand-off.
+
+:class:`InferenceLoop` owns everything between "a frame arrived" and "publish
+this result":
+
+* a :class:`~.latest_slot.LatestSlot`: a frame arriving while another is
+  processed replaces the waiting one (counted as dropped); the slot is
+  cleared on :meth:`~InferenceLoop.start` and :meth:`~InferenceLoop.stop`,
+  so no frame from before a stop is processed after it;
+* a worker thread running the detector on the newest frame;
+* a publisher thread calling ``publish(result)`` while the worker starts on
+  the next frame (at most ``outbox_size`` results wait between them);
+* the targets, versioned: each job runs with one version and its result is
+  published only while that version is still current (otherwise it is
+  counted as superseded), checked again on the publisher thread;
+* health (:mod:`.health`) and counters.
+
+Every worker and publisher iteration is guarded: an exception is counted,
+reported through ``report(kind, message)``, and the loop goes on. A failed
+target update is reported and the old target stays in force.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .health import Health, HealthReport
+from .latest_slot import LatestSlot
+from .timings import Timings
+
+COUNTERS = ("frames_submitted", "frames_processed", "frames_without_target", "frames_failed",
+            "results_superseded", "results_after_stop", "publish_failed", "loop_errors",
+            "target_updates", "target_updates_failed", "stop_timeouts", "frames_cleared")
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The phrases to find and their version (bumped by every accepted change)."""
+
+    version: int
+    phrases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One submitted frame: an opaque header (the node's), the frame, its receive time."""
+
+    header: Any
+    frame: Any
+    received: float
+
+
+@dataclass
+class Result:
+    """A detection ready to publish, with what it was computed from.
+
+    ``changes`` holds the targets whose found/not-found state changed since the
+    previous published result of the same target version (the first result of
+    a version reports every target).
+    """
+
+    header: Any
+    frame: Any
+    detection: Any
+    targets: Targets
+    with_heatmap: bool
+    received: float
+    changes: list = field(default_factory=list)
+
+
+class _Run:
+    """The threads and hand-off queue of one start..stop."""
+
+    def __init__(self, outbox_size: int):
+        self.stop = threading.Event()
+        self.abandoned = threading.Event()  # stop gave up waiting: discard what comes later
+        self.outbox: queue.Queue = queue.Queue(maxsize=outbox_size)
+        self.busy_since: float | None = None
+        self.found: dict[str, bool] = {}  # publisher thread only
+        self.found_version = -1
+        self.worker: threading.Thread | None = None
+        self.publisher: threading.Thread | None = None
+
+
+class InferenceLoop:
+    """Runs ``detector.detect`` on the newest frame and hands results to ``publish``.
+
+    Args:
+        publish: called on the publisher thread with each :class:`Result`.
+        report: ``report(kind, message)`` for every problem (e.g. a throttled log).
+        want_heatmap: asked before each job whether to compute heatmaps.
+        health: windowed health; a 10 s window by default.
+        stop_timeout: how long :meth:`stop` waits for the job in flight.
+        clock: monotonic seconds (receive times, wait timings).
+    """
+
+    def __init__(self, publish: Callable[[Result], None], *,
+                 report: Callable[[str, str], None] | None = None,
+                 want_heatmap: Callable[[], bool] = lambda: False,
+                 health: Health | None = None, stop_timeout: float = 30.0,
+                 outbox_size: int = 2, poll: float = 0.2,
+                 clock: Callable[[], float] = time.perf_counter):
+        self._publish = publish
+        self._report = report or (lambda kind, message: _log.warning(message))
+        self._want_heatmap = want_heatmap
+        self.health = health or Health()
+        self.stop_timeout = stop_timeout
+        self._outbox_size = outbox_size
+        self._poll = poll
+        self._clock = clock
+        self.timings = Timings()
+        self._lock = threading.Lock()          # counts, targets, detector, run
+        self._update_lock = threading.Lock()   # one target/detector change at a time
+        self._counts: Counter[str] = Counter({k: 0 for k in COUNTERS})
+        self._slot: LatestSlot[Job] = LatestSlot()
+        self._targets = Targets(0, ())
+        self._detector = None
+        self._run: _Run | None = None
+        self._after_release: list[Callable[[], None]] = []
+        self._zombies: list[_Run] = []  # runs whose worker outlived stop()
+
+    # --- state ----------------------------------------------------------------------
+    @property
+    def targets(self) -> Targets:
+        return self._targets
+
+    @property
+    def detector(self):
+        return self._detector
+
+    @property
+    def running(self) -> bool:
+        return self._run is not None
+
+    def counters(self) -> dict[str, int]:
+        """Every counter, ``frames_dropped`` (replaced or cleared frames) included."""
+        with self._lock:
+            counts = dict(self._counts)
+        counts["frames_dropped"] = self._slot.dropped + counts.pop("frames_cleared")
+        return counts
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def _problem(self, kind: str, message: str) -> None:
+        """Count an error in the health window and report it; never raises."""
+        self.health.error(kind)
+        try:
+            self._report(kind, message)
+        except Exception:  # a broken logger must not take the loop down
+            _log.exception("report failed")
+
+    def record_error(self, kind: str) -> None:
+        """An input problem seen by the caller (e.g. a malformed image): counts in health."""
+        self.health.error(kind)
+
+    def health_report(self) -> HealthReport:
+        run = self._run
+        alive = run is not None and all(
+            t is not None and t.is_alive() for t in (run.worker, run.publisher))
+        since = None if run is None else run.busy_since
+        return self.health.report(running=run is not None, worker_alive=alive,
+                                  busy_for=None if since is None else self._clock() - since,
+                                  has_target=bool(self._targets.phrases))
+
+    # --- the detector ---------------------------------------------------------------
+    def load(self, detector) -> bool:
+        """Use ``detector`` from now on and embed the current targets with it.
+
+        Returns False (reported; the targets stay) if they cannot be embedded.
+        """
+        with self._update_lock:
+            with self._lock:
+                self._detector = detector
+            phrases = self._targets.phrases
+            try:
+                detector.set_targets(phrases)
+            except Exception as exc:
+                self._target_failed(phrases, exc)
+                return False
+            return True
+
+    def release(self, after: Callable[[], None] | None = None) -> bool:
+        """Drop the detector. ``after`` (e.g. freeing caches) runs once no worker can
+        use it: now, or when a worker that outlived :meth:`stop` exits. True if now."""
+        with self._lock:
+            self._detector = None
+            busy = [r for r in self._zombies if r.worker is not None and r.worker.is_alive()]
+            if self._run is not None or busy:
+                if after is not None:
+                    self._after_release.append(after)
+                return False
+        if after is not None:
+            after()
+        return True
+
+    def configure(self, apply: Callable[[Any], None]) -> None:
+        """Apply a settings change to the detector (``apply(detector)``), then re-embed
+        the current targets; a failure is reported and the targets stay."""
+        with self._update_lock:
+            detector = self._detector
+            if detector is None:
+                return
+            apply(detector)
+            phrases = self._targets.phrases
+            try:
+                detector.set_targets(phrases)
+            except Exception as exc:
+                self._target_failed(phrases, exc)
+
+    # --- targets --------------------------------------------------------------------
+    def prepare_targets(self, phrases: Sequence[str]) -> str | None:
+        """Embed ``phrases`` without switching to them; an error message (reported and
+        counted) if that fails, else None. Without a detector there is nothing to check."""
+        phrases = tuple(phrases)
+        with self._update_lock:
+            detector = self._detector
+            if detector is None or not phrases:
+                return None
+            try:
+                detector.prepare(phrases)
+            except Exception as exc:
+                return self._target_failed(phrases, exc)
+        return None
+
+    def set_targets(self, phrases: Sequence[str]) -> bool:
+        """Switch to ``phrases`` (a new version). Returns False if they cannot be
+        embedded: reported, counted, and the old targets stay in force."""
+        phrases = tuple(phrases)
+        with self._update_lock:
+            detector = self._detector
+            if detector is not None:
+                try:
+                    detector.set_targets(phrases)
+                except Exception as exc:
+                    self._target_failed(phrases, exc)
+                    return False
+            with self._lock:
+                self._targets = Targets(self._targets.version + 1, phrases)
+                self._counts["target_updates"] += 1
+            self.health.target_error = None
+        return True
+
+    def _target_failed(self, phrases: tuple[str, ...], exc: Exception) -> str:
+        self._count("target_updates_failed")
+        still = ", ".join(self._targets.phrases) or "nothing"
+        message = (f"could not embed targets {', '.join(phrases)}: {exc!r}; "
+                   f"still looking for {still}")
+        self.health.target_error = f"{', '.join(phrases)}: {exc!r}"
+        self._problem("target", message)
+        return message
+
+    # --- frames ---------------------------------------------------------------------
+    def submit(self, header: Any, frame: Any, received: float | None = None) -> None:
+        """Offer a frame (replacing one still waiting); ignored while stopped."""
+        if self._run is None:
+            return
+        self._count("frames_submitted")
+        self.health.input()
+        self._slot.put(Job(header, frame, self._clock() if received is None else received))
+
+    # --- start / stop ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker and publisher threads with an empty slot."""
+        with self._lock:
+            if self._run is not None:
+                return
+            run = _Run(self._outbox_size)
+            self._slot.clear()
+            self._slot.reopen()
+            self._run = run
+        self.health.started()
+        run.worker = threading.Thread(target=self._work, args=(run,),
+                                      name="clip_perception_worker", daemon=True)
+        run.publisher = threading.Thread(target=self._publish_loop, args=(run,),
+                                         name="clip_perception_publisher", daemon=True)
+        run.worker.start()
+        run.publisher.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop taking frames, wait for the job in flight and publish what is queued.
+
+        Returns False if the worker did not finish within ``timeout`` (default
+        :attr:`stop_timeout`): that is reported, its result is discarded, and
+        :meth:`release` defers its ``after`` until the worker exits.
+        """
+        timeout = self.stop_timeout if timeout is None else timeout
+        with self._lock:
+            run, self._run = self._run, None
+        if run is None:
+            return True
+        run.stop.set()
+        self._slot.close()
+        self._slot.clear()  # no frame from before the stop survives it
+        run.worker.join(timeout)
+        finished = not run.worker.is_alive()
+        if not finished:
+            run.abandoned.set()
+            with self._lock:
+                self._zombies.append(run)
+            self._count("stop_timeouts")
+            self._problem("stop", f"the worker is still running a frame after {timeout:g} s; "
+                                  "its result will be discarded and the model released "
+                                  "when it finishes")
+        self._put_sentinel(run)
+        run.publisher.join(timeout)
+        self._slot.clear()
+        return finished
+
+    def _put_sentinel(self, run: _Run) -> None:
+        while run.publisher.is_alive():
+            try:
+                run.outbox.put(None, timeout=self._poll)
+                return
+            except queue.Full:
+                continue
+
+    # --- worker thread --------------------------------------------------------------
+    def _work(self, run: _Run) -> None:
+        try:
+            while not run.stop.is_set():
+                try:
+                    job = self._slot.take(timeout=self._poll)
+                    if job is None:
+                        continue
+                    if run.stop.is_set():  # taken while stopping: dropped, not processed
+                        self._count("frames_cleared")
+                        continue
+                    self._process(run, job)
+                except Exception as exc:  # anything outside detect too: count, go on
+                    self._count("loop_errors")
+                    self._problem("worker", f"inference loop error, frame skipped: {exc!r}")
+                finally:
+                    run.busy_since = None
+        finally:
+            self._worker_exited(run)
+
+    def _process(self, run: _Run, job: Job) -> None:
+        run.busy_since = self._clock()
+        with self._lock:
+            targets, detector = self._targets, self._detector
+        if detector is None or not targets.phrases:
+            self._count("frames_without_target")
+            return
+        with_heatmap = bool(self._want_heatmap())
+        start = self._clock()
+        self.timings.add("wait", start - job.received)
+        try:
+            detection = detector.detect(job.frame, targets=targets.phrases,
+                                        with_heatmap=with_heatmap)
+        except Exception as exc:
+            self._count("frames_failed")
+            self._problem("inference", f"inference failed on a {_size(job.frame)} frame, "
+                                       f"skipped: {exc!r}")
+            return
+        self.timings.add("processing", self._clock() - start)
+        self._check_budget(detector, job, detection)
+        if run.abandoned.is_set():
+            self._count("results_after_stop")
+            return
+        if targets.version != self._targets.version:
+            self._count("results_superseded")
+            return
+        result = Result(job.header, job.frame, detection, targets, with_heatmap, job.received)
+        while True:  # bounded: inference waits if publishing lags
+            try:
+                run.outbox.put(result, timeout=self._poll)
+                return
+            except queue.Full:
+                if run.abandoned.is_set() or not run.publisher.is_alive():
+                    self._count("results_after_stop")
+                    return
+
+    def _check_budget(self, detector, job: Job, detection) -> None:
+        config = detector.config
+        if config.refine and config.refine_stages and not detection.refined:
+            self._report(
+                "budget", f"refine is on but the {len(detection.windows)} coarse windows of a "
+                          f"{_size(job.frame)} frame leave no room in crop_budget "
+                          f"{config.crop_budget} for a finer pass; raise crop_budget or "
+                          "window_stride")
+
+    def _worker_exited(self, run: _Run) -> None:
+        with self._lock:
+            if run in self._zombies:
+                self._zombies.remove(run)
+            idle = self._run is None and not any(
+                r.worker is not None and r.worker.is_alive() and r.worker is not
+                threading.current_thread() for r in self._zombies)
+            after = self._after_release if idle and self._detector is None else []
+            if after:
+                self._after_release = []
+        for callback in after:
+            try:
+                callback()
+            except Exception as exc:
+                self._problem("release", f"releasing the model failed: {exc!r}")
+
+    # --- publisher thread -----------------------------------------------------------
+    def _publish_loop(self, run: _Run) -> None:
+        while (result := run.outbox.get()) is not None:
+            try:
+                self._publish_one(run, result)
+            except Exception as exc:
+                self._count("loop_errors")
+                self._problem("publisher", f"publisher loop error, result skipped: {exc!r}")
+
+    def _publish_one(self, run: _Run, result: Result) -> None:
+        if result.targets.version != self._targets.version:
+            self._count("results_superseded")  # the target changed while it waited
+            return
+        if run.found_version != result.targets.version:
+            run.found, run.found_version = {}, result.targets.version
+        for target in result.detection.targets:
+            if run.found.get(target.phrase) != target.present:
+                run.found[target.phrase] = target.present
+                result.changes.append(target)
+        start = self._clock()
+        try:
+            self._publish(result)
+        except Exception as exc:
+            self._count("publish_failed")
+            self._problem("publish", f"publishing failed: {exc!r}")
+            return
+        self.timings.add("publish", self._clock() - start)
+        self._count("frames_processed")
+        self.health.result()
+
+
+def _size(frame: Any) -> str:
+    width, height = getattr(frame, "width", "?"), getattr(frame, "height", "?")
+    return f"{width}x{height}"

@@ -1,0 +1,85 @@
+"""The node's outputs for one camera: lifecycle publishers and result publishing.
+
+:class:`Outputs` creates the publishers at configure, turns a
+:class:`~clip_perception.core.inference_loop.Result` into messages (on the
+loop's publisher thread) and destroys them at cleanup. Another output (3D
+points, a second camera's topics) is another method or another instance.
+"""
+
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, RegionOfInterest
+from std_msgs.msg import Bool, String
+
+from ..core.drawing import annotate
+from ..core.inference_loop import Result
+from .messages import detection_array, heatmap_image, region, rgb_image, vision_msgs
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
+IMAGE_OUT = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+
+
+class Outputs:
+    """Publishers of one camera's results; ``values`` are the node's live parameters."""
+
+    def __init__(self, node, values: dict, prefix: str = ""):
+        self.node = node
+        self.values = values
+        pub = node.create_lifecycle_publisher
+        self.pubs = {
+            "detected": pub(Bool, prefix + "detected", RELIABLE),
+            "region": pub(RegionOfInterest, prefix + "region", RELIABLE),
+            "debug_image": pub(Image, prefix + "debug_image", IMAGE_OUT),
+            "heatmap": pub(Image, prefix + "heatmap", IMAGE_OUT),
+            "targets": pub(String, prefix + "targets", LATCHED),
+        }
+        if vision_msgs is not None:
+            self.pubs["detections"] = pub(vision_msgs.Detection2DArray, prefix + "detections",
+                                          RELIABLE)
+
+    def wanted(self, topic: str, flag: str) -> bool:
+        """Whether ``topic`` is switched on by parameter ``flag`` and someone listens."""
+        pub = self.pubs.get(topic)
+        return bool(self.values[flag]) and pub is not None and pub.get_subscription_count() > 0
+
+    def want_heatmap(self) -> bool:
+        return self.wanted("heatmap", "publish_heatmap")
+
+    def publish_targets(self, phrases: tuple[str, ...]) -> None:
+        self.pubs["targets"].publish(String(data=", ".join(phrases)))
+
+    def publish(self, result: Result) -> None:
+        """Every output of one result, stamped with its frame's header."""
+        pubs, detection, header = self.pubs, result.detection, result.header
+        pubs["detected"].publish(Bool(data=detection.present))
+        if detection.present:
+            pubs["region"].publish(region(detection.targets[0]))
+        if "detections" in pubs:
+            pubs["detections"].publish(detection_array(detection, header))
+        if self.wanted("debug_image", "publish_debug_image"):
+            pubs["debug_image"].publish(rgb_image(annotate(result.frame.to_rgb(), detection),
+                                                  header))
+        if result.with_heatmap and detection.heatmaps:
+            pubs["heatmap"].publish(heatmap_image(detection, header))
+        self._log_changes(result)
+
+    def _log_changes(self, result: Result) -> None:
+        """Log when a target is found or lost (the loop says which changed)."""
+        log = self.node.get_logger()
+        for t in result.changes:
+            if t.present:
+                x0, y0, x1, y1 = t.box
+                log.info(f"found {t.phrase} (score {t.score:.2f}) at x={x0} y={y0} "
+                         f"w={x1 - x0} h={y1 - y0}")
+            else:
+                log.info(f"{t.phrase} not in view (best score {t.score:.2f})")
+
+    def destroy(self) -> None:
+        for pub in self.pubs.values():
+            self.node.destroy_lifecycle_publisher(pub)
+        self.pubs = {}

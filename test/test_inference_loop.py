@@ -1,0 +1,408 @@
+"""InferenceLoop with fake detectors: each test runs in milliseconds.
+
+The fakes block on events rather than sleeping, so every interleaving a test
+names (a frame in flight, a result waiting for the publisher) is forced.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from clip_perception.core.health import ERROR, OK, WARN, Health
+from clip_perception.core.inference_loop import InferenceLoop
+
+WAIT = 2.0
+
+
+class Boom(Exception):
+    pass
+
+
+class ThreadKiller(BaseException):
+    """Not an Exception: escapes every guard, as a bug in the guard itself would."""
+
+
+def until(predicate, timeout=WAIT) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.002)
+    return predicate()
+
+
+class FakeDetector:
+    """detect() returns every target present; frames named in ``fail`` raise; a closed
+    ``gate`` holds detect() until opened; phrases in ``bad_phrases`` cannot be embedded."""
+
+    def __init__(self, bad_phrases=(), fail=(), kill=()):
+        self.config = SimpleNamespace(refine=False, refine_stages=0, crop_budget=10)
+        self.bad_phrases = set(bad_phrases)
+        self.fail, self.kill = set(fail), set(kill)
+        self.targets: tuple[str, ...] = ()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.seen: list = []
+
+    def prepare(self, targets):
+        bad = self.bad_phrases.intersection(targets)
+        if bad:
+            raise Boom(f"cannot embed {sorted(bad)}")
+
+    def set_targets(self, targets):
+        self.prepare(targets)
+        self.targets = tuple(targets)
+
+    def detect(self, frame, targets, with_heatmap=False):
+        self.seen.append((frame, targets))
+        self.entered.set()
+        self.gate.wait(WAIT * 5)
+        if frame in self.kill:
+            raise ThreadKiller()
+        if frame in self.fail:
+            raise Boom(f"bad frame {frame}")
+        present = not str(frame).startswith("absent")
+        return SimpleNamespace(
+            frame=frame, windows=[], refined=True, present=present,
+            targets=[SimpleNamespace(phrase=p, present=present, score=0.9) for p in targets])
+
+
+class Harness:
+    """A loop whose publish() records (frame, targets, changes) and can be held shut."""
+
+    def __init__(self, detector=None, publish_raises=(), **kwargs):
+        self.published: list = []
+        self.problems: list[tuple[str, str]] = []
+        self.publish_gate = threading.Event()
+        self.publish_gate.set()
+        self.publish_entered = threading.Event()
+        self.publish_threads: set[str] = set()
+        self.publish_raises = set(publish_raises)
+        self.detector = detector or FakeDetector()
+        kwargs.setdefault("poll", 0.01)
+        self.loop = InferenceLoop(self._publish, report=lambda k, m: self.problems.append((k, m)),
+                                  **kwargs)
+        self.loop.load(self.detector)
+
+    def _publish(self, result):
+        self.publish_entered.set()
+        self.publish_gate.wait(WAIT * 5)
+        self.publish_threads.add(threading.current_thread().name)
+        if result.detection.frame in self.publish_raises:
+            raise Boom("publisher down")
+        self.published.append((result.detection.frame, result.targets.phrases,
+                               [(t.phrase, t.present) for t in result.changes]))
+
+    def frames(self):
+        return [f for f, _, _ in self.published]
+
+    def run(self, frame):
+        """Submit ``frame`` and wait until it is published."""
+        self.loop.submit(None, frame)
+        assert until(lambda: frame in self.frames()), (self.loop.counters(), self.problems)
+
+
+@pytest.fixture
+def h():
+    harness = Harness()
+    harness.loop.set_targets(("red block",))
+    harness.loop.start()
+    yield harness
+    harness.detector.gate.set()
+    harness.publish_gate.set()
+    harness.loop.stop(1.0)
+
+
+def test_results_are_published_on_the_publisher_thread_with_their_targets(h):
+    h.run("f1")
+    assert h.published == [("f1", ("red block",), [("red block", True)])]
+    assert h.publish_threads == {"clip_perception_publisher"}
+    counts = h.loop.counters()
+    assert counts["frames_processed"] == 1 and counts["frames_submitted"] == 1
+
+
+def test_only_the_newest_waiting_frame_is_processed(h):
+    h.detector.gate.clear()
+    h.loop.submit(None, "f1")
+    assert h.detector.entered.wait(WAIT)
+    for name in ("f2", "f3", "f4"):
+        h.loop.submit(None, name)
+    h.detector.gate.set()
+    assert until(lambda: "f4" in h.frames())
+    assert h.frames() == ["f1", "f4"] and h.loop.counters()["frames_dropped"] == 2
+
+
+def test_no_frame_from_before_a_stop_is_processed_after_the_restart(h):
+    """Finding 1: the slot was closed on stop but never cleared."""
+    h.detector.gate.clear()
+    h.loop.submit(None, "in flight")
+    assert h.detector.entered.wait(WAIT)
+    h.loop.submit(None, "waiting at stop")
+    stopper = threading.Thread(target=h.loop.stop)
+    stopper.start()
+    time.sleep(0.02)
+    h.detector.gate.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    h.loop.start()
+    h.run("after restart")
+    processed = [frame for frame, _ in h.detector.seen]
+    assert "waiting at stop" not in processed, processed
+    assert h.frames()[-1] == "after restart"
+    assert h.frames().index("after restart") == len(h.frames()) - 1
+
+
+def test_a_frame_submitted_while_stopped_is_ignored(h):
+    h.loop.stop()
+    h.loop.submit(None, "while stopped")
+    h.loop.start()
+    h.run("after")
+    assert [f for f, _ in h.detector.seen] == ["after"]
+
+
+def test_a_result_for_a_target_changed_during_inference_is_not_published(h):
+    h.detector.gate.clear()
+    h.loop.submit(None, "f1")
+    assert h.detector.entered.wait(WAIT)
+    assert h.loop.set_targets(("blue block",))
+    h.detector.gate.set()
+    assert until(lambda: h.loop.counters()["results_superseded"] == 1)
+    h.run("f2")
+    assert h.published == [("f2", ("blue block",), [("blue block", True)])]
+
+
+def test_queued_results_for_an_old_target_are_not_published(h):
+    """Finding 3: results waiting for the publisher were published after the change."""
+    h.publish_gate.clear()
+    h.loop.submit(None, "f1")
+    assert h.publish_entered.wait(WAIT)       # f1 is being published
+    for name in ("f2", "f3"):                 # these wait in the outbox
+        h.loop.submit(None, name)
+        assert until(lambda name=name: (name, ("red block",)) in h.detector.seen)
+    assert until(lambda: h.loop._run.outbox.qsize() == 2)
+    assert h.loop.set_targets(("blue block",))
+    h.publish_gate.set()
+    h.run("f4")
+    assert h.frames() == ["f1", "f4"]
+    assert h.loop.counters()["results_superseded"] == 2
+
+
+def test_a_failed_target_update_is_visible_and_the_old_target_keeps_working():
+    """Finding 2: the node's and detector's targets disagreed and nothing was published."""
+    h = Harness(FakeDetector(bad_phrases={"poison"}), health=Health(window=10.0))
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    try:
+        assert h.loop.set_targets(("poison",)) is False
+        assert h.loop.targets.phrases == ("red block",)
+        assert h.detector.targets == ("red block",), "detector and loop disagree"
+        assert h.loop.counters()["target_updates_failed"] == 1
+        assert [k for k, _ in h.problems] == ["target"] and "poison" in h.problems[0][1]
+        report = h.loop.health_report()
+        assert report.level == WARN and "poison" in report.message
+        h.run("f1")
+        assert h.published[-1][1] == ("red block",)
+        assert h.loop.set_targets(("blue block",))
+        assert "target_error" not in h.loop.health_report().values
+    finally:
+        h.loop.stop(1.0)
+
+
+def test_prepare_targets_checks_without_switching():
+    h = Harness(FakeDetector(bad_phrases={"poison"}))
+    h.loop.set_targets(("red block",))
+    version = h.loop.targets.version
+    assert "poison" in h.loop.prepare_targets(("poison",))
+    assert h.loop.prepare_targets(("blue block",)) is None
+    assert h.loop.targets.version == version and h.detector.targets == ("red block",)
+
+
+def test_a_failing_frame_is_counted_and_the_next_one_is_processed():
+    h = Harness(FakeDetector(fail={"bad"}))
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    try:
+        h.loop.submit(None, "bad")
+        assert until(lambda: h.loop.counters()["frames_failed"] == 1)
+        h.run("good")
+        assert ("inference" in {k for k, _ in h.problems})
+    finally:
+        h.loop.stop(1.0)
+
+
+@pytest.mark.parametrize("stage", ["want_heatmap", "config", "report", "publish"])
+def test_an_exception_outside_detect_is_counted_and_the_loop_goes_on(stage):
+    """Finding 5: an exception in the worker outside detect ended the thread silently."""
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Boom("first call fails")
+        return False
+
+    detector = FakeDetector()
+    kwargs = {}
+    if stage == "want_heatmap":
+        kwargs["want_heatmap"] = flaky
+    elif stage == "config":
+        detector.config = SimpleNamespace(refine=True, refine_stages=1, crop_budget=1)
+        detector_refined = detector.detect
+
+        def detect(frame, targets, with_heatmap=False):
+            out = detector_refined(frame, targets, with_heatmap)
+            out.windows = None if frame == "first" else []  # len(None) raises in the check
+            out.refined = False
+            return out
+        detector.detect = detect
+    h = Harness(detector, publish_raises={"first"} if stage == "publish" else (), **kwargs)
+    if stage == "report":
+        def report(kind, message):
+            raise Boom("logger down")
+        h.loop._report = report
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    try:
+        h.loop.submit(None, "first")
+        key = "publish_failed" if stage == "publish" else "loop_errors"
+        if stage != "report":
+            assert until(lambda: h.loop.counters()[key] == 1), h.loop.counters()
+        h.run("second")
+        assert h.loop.health_report().values["worker"] == "alive"
+    finally:
+        h.loop.stop(1.0)
+
+
+def test_a_worker_killed_anyway_is_reported_as_an_error():
+    health = Health(window=10.0)
+    h = Harness(FakeDetector(kill={"fatal"}), health=health)
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    old_hook = threading.excepthook
+    threading.excepthook = lambda args: None  # the dying thread's traceback is expected
+    try:
+        assert h.loop.health_report().level == OK
+        h.loop.submit(None, "fatal")
+        assert until(lambda: h.loop.health_report().level == ERROR)
+        report = h.loop.health_report()
+        assert "died" in report.message and report.values["worker"] == "dead"
+    finally:
+        threading.excepthook = old_hook
+        h.loop.stop(0.5)
+
+
+def test_a_stalled_worker_is_an_error():
+    h = Harness(health=Health(window=10.0, stall_after=0.05))
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    try:
+        h.detector.gate.clear()
+        h.loop.submit(None, "slow")
+        assert h.detector.entered.wait(WAIT)
+        assert until(lambda: h.loop.health_report().level == ERROR)
+        assert "stalled" in h.loop.health_report().message
+        h.detector.gate.set()
+        assert until(lambda: h.loop.health_report().level != ERROR)
+    finally:
+        h.detector.gate.set()
+        h.loop.stop(1.0)
+
+
+def test_stop_waits_for_the_frame_in_flight_and_publishes_it(h):
+    h.detector.gate.clear()
+    h.loop.submit(None, "in flight")
+    assert h.detector.entered.wait(WAIT)
+    threading.Timer(0.05, h.detector.gate.set).start()
+    assert h.loop.stop(WAIT) is True
+    assert h.frames() == ["in flight"]
+
+
+def test_a_slow_model_is_not_released_under_its_worker():
+    """Finding 6: stop gave up after its timeout and cleanup released the detector
+    under the running worker."""
+    h = Harness()
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    released = threading.Event()
+    h.detector.gate.clear()
+    h.loop.submit(None, "slow")
+    assert h.detector.entered.wait(WAIT)
+    assert h.loop.stop(timeout=0.05) is False
+    assert h.loop.counters()["stop_timeouts"] == 1
+    assert "stop" in {k for k, _ in h.problems}
+    assert h.loop.release(after=released.set) is False, "released under a running worker"
+    assert not released.is_set()
+    h.detector.gate.set()
+    assert released.wait(WAIT), "the model is released once the worker is out"
+    assert until(lambda: h.loop.counters()["results_after_stop"] == 1)
+    assert h.published == []
+    # and a restart with a new model works
+    h.loop.load(FakeDetector())
+    h.loop.start()
+    try:
+        h.run("fresh")
+    finally:
+        h.loop.stop(1.0)
+
+
+def test_release_runs_at_once_when_no_worker_is_busy(h):
+    h.loop.stop()
+    done = []
+    assert h.loop.release(after=lambda: done.append(1)) is True and done == [1]
+    assert h.loop.detector is None
+
+
+def test_restart_after_stop_works_repeatedly(h):
+    for i in range(5):
+        h.run(f"cycle {i}")
+        assert h.loop.stop(1.0)
+        h.loop.start()
+    h.run("last")
+    names = {t.name for t in threading.enumerate()}
+    assert sum(n == "clip_perception_worker" for n in names) <= 1
+
+
+def test_found_state_is_tracked_per_target_version(h):
+    """Finding 4: the found/lost state was reset on the executor thread while the
+    publisher thread wrote to it; now it lives on the publisher thread, per version."""
+    h.run("f1")
+    h.run("absent f2")
+    h.run("absent f3")
+    assert [c for _, _, c in h.published] == [[("red block", True)], [("red block", False)], []]
+    h.loop.set_targets(("red block",))  # the same phrase again: a new version starts over
+    h.run("absent f4")
+    assert h.published[-1][2] == [("red block", False)]
+
+
+def test_frames_without_a_target_are_counted_not_published():
+    h = Harness()
+    h.loop.start()
+    try:
+        h.loop.submit(None, "f1")
+        assert until(lambda: h.loop.counters()["frames_without_target"] == 1)
+        assert h.published == []
+    finally:
+        h.loop.stop(1.0)
+
+
+def test_errors_reach_the_health_window_and_leave_it():
+    """Finding 7 at the loop: one bad frame is a WARN for one window, not forever."""
+    now = [0.0]
+    health = Health(window=1.0, clock=lambda: now[0])
+    h = Harness(FakeDetector(fail={"bad"}), health=health)
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    try:
+        h.loop.submit(None, "bad")
+        assert until(lambda: h.loop.counters()["frames_failed"] == 1)
+        assert h.loop.health_report().level == WARN
+        now[0] = 2.0
+        h.run("good")
+        assert h.loop.health_report().level == OK
+    finally:
+        h.loop.stop(1.0)
