@@ -114,6 +114,19 @@ def test_background_in_an_oversized_region_does_not_pull_the_point_back():
         assert np.linalg.norm(loc.point - truth) < 0.002, grow
 
 
+def test_a_region_that_cuts_the_object_still_gives_the_whole_faces_centre():
+    obj = (300, 200, 360, 260)
+    depth = _plane_scene(box=obj)
+    depth[200:260, 366:400] = 1.0  # another face at the same depth, 6 px away
+    depth[230, 300:360:3] = 0.0    # missing readings across the face
+    truth = face_centre(obj, 1.0, CAM)
+    # Cut by up to a quarter of the region's size (GROW); the grown part reaches the
+    # other face, which is not connected to this one and stays out.
+    for box in ((300, 200, 360, 250), (312, 212, 360, 260), (305, 212, 352, 250)):
+        loc = locate(depth, box, (640, 480), CAM)
+        assert np.linalg.norm(loc.point - truth) < 0.002, box
+
+
 def test_heat_weighting_picks_the_object_when_the_background_dominates_the_region():
     obj = (300, 200, 340, 240)
     depth = _plane_scene(box=obj)

@@ -15,7 +15,11 @@ surface** in the camera's optical frame (x right, y down, z forward, metres):
    surface holding at least ``SURFACE_SHARE`` of the weight is the object:
    a region around an object also catches what lies behind it, rarely what
    lies in front. Its pixels are the inliers.
-4. Depth: the weighted median of the inliers' depths. x, y: the mean ray of
+4. A region that cuts the object: where the inliers touch the region's
+   border, pixels up to ``GROW`` x the region's size beyond it that lie on
+   the same surface (within its depth band, 8-connected to the inliers) join
+   them, so the centroid is the whole visible face's, not the cut part's.
+5. Depth: the weighted median of the inliers' depths. x, y: the mean ray of
    the inlier pixels times that depth, i.e. the visible surface's centroid.
 
 Covariance (3x3, m^2): first-order propagation of independent pixel and depth
@@ -34,6 +38,7 @@ import numpy as np
 
 from .camera_model import PinholeCamera
 
+GROW = 0.25
 MIN_VALID_PIXELS = 10
 MIN_VALID_SHARE = 0.05
 SURFACE_SHARE = 0.2
@@ -116,6 +121,43 @@ def _front_surface(z: np.ndarray, w: np.ndarray) -> np.ndarray:
     return labels[bins] == chosen
 
 
+def _grown_surface(depth: np.ndarray, valid: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                   region: tuple[int, int, int, int], band: tuple[float, float],
+                   low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """Depth-pixel (cols, rows) of the object's surface, grown past a region that cuts it.
+
+    Returns the inliers unchanged when they do not touch the region's border.
+    """
+    c0, r0, c1, r1 = region
+    touches = (cols.min() == c0 and c0 > 0) or (rows.min() == r0 and r0 > 0) or \
+        (cols.max() == c1 - 1 and c1 < depth.shape[1]) or \
+        (rows.max() == r1 - 1 and r1 < depth.shape[0])
+    if not touches:
+        return cols, rows
+    import cv2
+
+    gx, gy = int(np.ceil(GROW * (c1 - c0))), int(np.ceil(GROW * (r1 - r0)))
+    e0, e1 = max(c0 - gx, 0), min(c1 + gx, depth.shape[1])
+    f0, f1 = max(r0 - gy, 0), min(r1 + gy, depth.shape[0])
+    patch = np.asarray(depth[f0:f1, e0:e1], dtype=np.float64)
+    zmin, zmax = band
+    margin = BIN_RELATIVE * zmax
+    with np.errstate(invalid="ignore"):
+        same = np.isfinite(patch) & (patch >= max(zmin - margin, low)) & \
+            (patch <= min(zmax + margin, high))
+    seed = np.zeros_like(same)
+    seed[rows - f0, cols - e0] = True
+    same |= seed
+    # Close one-pixel holes (missing readings) so they do not split the surface.
+    mask = cv2.morphologyEx(same.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    count, labels = cv2.connectedComponents(mask, connectivity=8)
+    keep = np.unique(labels[seed])
+    keep = keep[keep > 0]
+    grown = np.isin(labels, keep) & same
+    gr, gc = np.nonzero(grown)
+    return gc + e0, gr + f0
+
+
 def locate(depth: np.ndarray, box: Sequence[int], colour_size: tuple[int, int],
            camera: PinholeCamera, depth_range: tuple[float, float] = (0.1, 10.0),
            heat: np.ndarray | None = None, heat_cell: int = 1) -> Position3D | DepthInvalid:
@@ -168,9 +210,14 @@ def locate(depth: np.ndarray, box: Sequence[int], colour_size: tuple[int, int],
     inliers = _front_surface(z, w)
     zi, wi = z[inliers], w[inliers]
     zc = _weighted_median(zi, wi)
-    uc, vc = float(u[inliers].mean()), float(v[inliers].mean())
+    su_px, sv_px = _grown_surface(depth, valid, rows[inliers] + r0, cols[inliers] + c0,
+                                  (c0, r0, c1, r1), (float(zi.min()), float(zi.max())), low,
+                                  high)
+    u_in = (su_px + 0.5) / sx - 0.5
+    v_in = (sv_px + 0.5) / sy - 0.5
+    uc, vc = float(u_in.mean()), float(v_in.mean())
     colour_cam = camera.scaled(width, height)
-    rx, ry = colour_cam.ray(u[inliers], v[inliers])
+    rx, ry = colour_cam.ray(u_in, v_in)
     point = np.array([float(rx.mean()) * zc, float(ry.mean()) * zc, zc])
 
     mad = _weighted_median(np.abs(zi - zc), wi)

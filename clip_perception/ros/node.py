@@ -131,7 +131,8 @@ class PerceptionNode(LifecycleNode):
         detector = Detector(encoder, config)
         self.loop.load(detector)
         self.outputs = Outputs(self, self._values)
-        self.spatial = SpatialOutputs(self, self._values, self.problems, v["use_depth"])
+        self.spatial = SpatialOutputs(self, self._values, self.problems, v["use_depth"],
+                                      getattr(self.camera, "camera_state", lambda: (None, None)))
         if "detections" not in self.outputs.pubs:
             log.info("vision_msgs is not installed: the detections topic is disabled")
         if self.diagnostics is None:  # kept for the node's life (diagnostic_updater declares

@@ -12,6 +12,7 @@ shape (``subscribe``, ``unsubscribe``, ``counts``) and hands the sink an
   colour) and ``camera_info``; each colour frame is paired with the depth
   frame nearest in stamp within ``tolerance`` s (message_filters where
   installed). A colour frame without a match still goes on, with the reason.
+  The intrinsics are looked up at publish time (:meth:`camera_state`).
 
 Decoding runs on the executor thread: a 640x480 jpeg takes a few ms (see
 the README), well under a 30 Hz frame period; newest-frame-only happens after.
@@ -157,8 +158,13 @@ class RgbdCameraInput:
             self._problems.report(kind, f"skipping image from "
                                         f"'{self.node.resolve_topic_name(self.topic)}': {exc}")
             return
-        camera = self._camera if self.use_depth else None
-        if self.use_depth and missing is None and camera is None:
-            missing = self._camera_problem  # None: "no camera_info yet" downstream
         self._on_frame(msg.header)
-        self._sink(msg.header, RgbdFrame.wrap(frame, depth, camera, missing), received)
+        self._sink(msg.header, RgbdFrame.wrap(frame, depth, None, missing), received)
+
+    def camera_state(self):
+        """The latest camera_info as ``(PinholeCamera or None, DepthInvalid or None)``.
+
+        Read when a result is published rather than when the frame arrives, so a
+        frame that overtook the first camera_info still gets a 3D position
+        (intrinsics do not change while a driver runs)."""
+        return self._camera, self._camera_problem

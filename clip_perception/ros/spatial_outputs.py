@@ -33,8 +33,9 @@ class SpatialOutputs:
     """Publishers of the stamped result and, with ``use_depth``, the 3D outputs."""
 
     def __init__(self, node, values: dict, problems: ProblemLog, use_depth: bool,
-                 prefix: str = ""):
+                 camera_state=lambda: (None, None), prefix: str = ""):
         self.node = node
+        self._camera_state = camera_state
         self.values = values
         self.use_depth = use_depth
         self._problems = problems
@@ -56,9 +57,12 @@ class SpatialOutputs:
         located = None
         if self.use_depth:
             low, high = self.values["depth_range"]
-            located = locate_targets(detection, getattr(frame, "depth", None),
-                                     getattr(frame, "camera", None), (low, high),
-                                     getattr(frame, "missing", None))
+            camera, camera_problem = getattr(frame, "camera", None), None
+            if camera is None:
+                camera, camera_problem = self._camera_state()
+            located = locate_targets(detection, getattr(frame, "depth", None), camera,
+                                     (low, high), getattr(frame, "missing", None) or
+                                     camera_problem)
             self._count_problems(detection, located)
             first = located[0] if located else None
             if isinstance(first, Position3D):

@@ -98,3 +98,38 @@ def make_rgbd_scene(rng: np.random.Generator, width: int = 640, height: int = 48
     if scene.target_box is not None:
         truth = face_centre(scene.target_box, depths[target_colour], camera)
     return RgbdScene(scene, depth.astype(np.float32), camera, depths, truth)
+
+
+def approaching_sequence(frames: int, seed: int = 0, camera: PinholeCamera | None = None,
+                         width: int = 640, height: int = 480) -> list[RgbdScene]:
+    """A 16 cm red block sliding right and coming closer (1.4 m to 0.5 m) past a blue one
+    at 1.2 m, in front of a back plane at 2.6 m: one camera, known geometry per frame."""
+    from .scenes import SceneObject, background, paint
+
+    rng = np.random.default_rng(seed)
+    camera = camera or PinholeCamera(525.0, 525.0, width / 2 - 0.5, height / 2 - 0.5,
+                                     width, height)
+    base = background(rng, width, height)
+    vs, us = np.mgrid[0:height, 0:width].astype(np.float64)
+    rx, ry = camera.ray(us, vs)
+    plane = 2.6 / (1.0 + 0.05 * rx - 0.08 * ry)
+    out = []
+    for i in range(frames):
+        f = i / max(frames - 1, 1)
+        z_red = 1.4 - 0.9 * f
+        side = int(round(0.16 * camera.fx / z_red))
+        x0 = int(40 + 380 * f)
+        red = (x0, 250, x0 + side, min(250 + side, height))
+        blue = (470, 60, 570, 150)
+        image = base.copy()
+        depth = plane.copy()
+        for box, colour, z in ((blue, "blue", 1.2), (red, "red", z_red)):
+            paint(image, box, colour, rng)
+            depth[box[1]:box[3], box[0]:box[2]] = z
+        depth = depth + rng.normal(0.0, 1.0, depth.shape) * 0.0015 * depth ** 2
+        depth[rng.random(depth.shape) < 0.02] = 0.0
+        scene = Scene(image, "red block", red,
+                      [SceneObject("red", red), SceneObject("blue", blue)])
+        out.append(RgbdScene(scene, depth.astype(np.float32), camera,
+                             {"red": z_red, "blue": 1.2}, face_centre(red, z_red, camera)))
+    return out
