@@ -70,7 +70,8 @@ class FrameResult:
 
 
 def _finite(values: Sequence[float]) -> list[float]:
-    out = [float(v) for v in values]
+    """Finite floats to 6 significant digits (micrometres at robot distances)."""
+    out = [float(f"{float(v):.6g}") for v in values]
     if not all(math.isfinite(v) for v in out):
         raise ValueError("non-finite value in a result")
     return out
