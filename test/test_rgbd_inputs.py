@@ -41,11 +41,12 @@ def stamped(msg, ns):
     return msg
 
 
-def rig(transport="compressed", use_depth=True):
+def rig(transport="compressed", use_depth=True, pairer_factory=None):
     node, got, logged = FakeNode(), [], []
     problems = ProblemLog(logged.append)
+    extra = {"pairer_factory": pairer_factory} if pairer_factory else {}
     cam = RgbdCameraInput(node, lambda h, f, r: got.append((h, f)), problems,
-                          transport=transport, use_depth=use_depth, tolerance=0.05)
+                          transport=transport, use_depth=use_depth, tolerance=0.05, **extra)
     cam.subscribe(None)
     return node, cam, got, logged
 
@@ -74,8 +75,19 @@ def test_topics_follow_image_transport():
     assert node.subs["camera_info"][0] is CameraInfo and node.timers
 
 
-def test_paired_unpaired_and_bad_depth_frames_reach_the_sink_with_reasons():
-    node, cam, got, logged = rig()
+def _message_filters_pairer(on_pair, tolerance_ns):
+    from test_stamp_pairing import fake_message_filters
+
+    from clip_perception.ros.depth_pairing import MessageFiltersPairer
+
+    return MessageFiltersPairer(on_pair, tolerance_ns, message_filters=fake_message_filters())
+
+
+@pytest.mark.parametrize("factory", [None, _message_filters_pairer],
+                         ids=["core", "message_filters"])
+def test_paired_unpaired_and_bad_depth_frames_reach_the_sink_with_reasons(factory):
+    """Both pairers; message_filters reads ``header`` off what the input hands it."""
+    node, cam, got, logged = rig(pairer_factory=factory)
     cam.on_colour(jpeg(1_000_000_000))
     cam.on_depth(depth(1_010_000_000))                    # 10 ms: paired
     cam.on_colour(jpeg(2_000_000_000))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -39,6 +40,18 @@ from .messages import frame_from_image
 from .spatial_messages import camera_from_info, depth_from_image, frame_from_compressed
 
 TRANSPORTS = ("raw", "compressed")
+
+
+@dataclass(frozen=True)
+class _Received:
+    """A colour message and its receive time; has ``header`` for message_filters."""
+
+    msg: object
+    received: float
+
+    @property
+    def header(self):
+        return self.msg.header
 POLL_PERIOD = 0.05
 
 
@@ -110,7 +123,7 @@ class RgbdCameraInput:
         self.counts["frames_received"] += 1
         received = time.perf_counter()
         if self._pairer is not None:
-            self._pairer.add_colour(stamp_ns(msg.header), (msg, received))
+            self._pairer.add_colour(stamp_ns(msg.header), _Received(msg, received))
         else:
             self._deliver(msg, received, None, None)
 
@@ -129,8 +142,8 @@ class RgbdCameraInput:
                                   f"'{self.node.resolve_topic_name(self.info_topic)}' "
                                   f"is unusable, no 3D output: {exc}")
 
-    def _on_pair(self, colour, depth_msg) -> None:
-        msg, received = colour
+    def _on_pair(self, colour: _Received, depth_msg) -> None:
+        msg, received = colour.msg, colour.received
         if depth_msg is None:
             self.counts["frames_unpaired"] += 1
             missing = DepthInvalid(REASON_NO_DEPTH, f"no depth frame within "
