@@ -3,6 +3,10 @@
     ros2 launch clip_perception perception.launch.py image_topic:=/camera/image_raw target:=mug
     ros2 launch clip_perception perception.launch.py model:=ViT-B/16 device:=cuda
     ros2 launch clip_perception perception.launch.py use_sim_time:=true  # `ros2 bag play --clock`
+    ros2 launch clip_perception perception.launch.py image_transport:=compressed use_depth:=true \
+        image_topic:=/camera/camera/color/image_raw \
+        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw \
+        camera_info_topic:=/camera/camera/color/camera_info          # a RealSense
 
 Parameters come from params_file (the installed config/perception.yaml unless
 given); model, device and target override it only when given (an empty
@@ -11,7 +15,10 @@ argument keeps the file's value). Key a params file of your own as
 matches a node outside any namespace and is silently ignored under
 namespace:=robot1 or an including launch file's PushRosNamespace.
 image_topic and command_topic remap the node's relative `image` and `command`
-topics; inside a namespace, relative names resolve under it.
+topics (and `image/compressed` to image_topic + '/compressed', image_transport's
+naming); depth_topic and camera_info_topic remap `depth` and `camera_info`;
+image_transport and use_depth override the file's parameters when given.
+Inside a namespace, relative names resolve under it.
 
 large_frames: the node publishes frame-sized images (debug_image, heatmap), which
 Fast DDS's default 512 KiB shared-memory segment cannot carry to other processes.
@@ -112,6 +119,23 @@ def parameter_overrides(model: str, device: str, target: str,
     return overrides
 
 
+def rgbd_overrides(image_transport: str, use_depth: str) -> dict[str, object]:
+    """image_transport and use_depth parameters from launch arguments ('' = the file's)."""
+    overrides: dict[str, object] = {}
+    if image_transport.strip():
+        overrides['image_transport'] = image_transport.strip()
+    if use_depth.strip():
+        overrides['use_depth'] = parse_bool('use_depth', use_depth)
+    return overrides
+
+
+def rgbd_remappings(image_topic: str, depth_topic: str,
+                    camera_info_topic: str) -> list[tuple[str, str]]:
+    """Remaps of the compressed colour, depth and camera_info inputs."""
+    return [('image/compressed', image_topic.rstrip('/') + '/compressed'),
+            ('depth', depth_topic), ('camera_info', camera_info_topic)]
+
+
 def launch_setup(context, *args, **kwargs) -> list:
     """Build the Node from the launch arguments' values (OpaqueFunction callback)."""
     def arg(name: str) -> str:
@@ -119,6 +143,7 @@ def launch_setup(context, *args, **kwargs) -> list:
 
     overrides = parameter_overrides(arg('model'), arg('device'), arg('target'),
                                     arg('use_sim_time'))
+    overrides.update(rgbd_overrides(arg('image_transport'), arg('use_depth')))
     profile = str(package_share() / 'config' / 'fastdds_large_frames.xml')
     env = large_frames_env(arg('large_frames'), os.environ, profile)
     node = Node(
@@ -127,7 +152,8 @@ def launch_setup(context, *args, **kwargs) -> list:
             name=NODE_NAME,
             namespace=arg('namespace'),
             parameters=[arg('params_file'), overrides],
-            remappings=[('image', arg('image_topic')), ('command', arg('command_topic'))],
+            remappings=[('image', arg('image_topic')), ('command', arg('command_topic'))]
+            + rgbd_remappings(arg('image_topic'), arg('depth_topic'), arg('camera_info_topic')),
             arguments=['--ros-args', '--log-level', arg('log_level')],
             additional_env=env,
             output='screen',
@@ -172,6 +198,21 @@ def generate_launch_description() -> LaunchDescription:
             'large_frames', default_value='auto',
             description='auto | true | false: give the node the Fast DDS profile for '
                         'frame-sized messages (auto: unless a profile is already set)'),
+        DeclareLaunchArgument(
+            'image_transport', default_value='',
+            description="raw (image) | compressed (image_topic + '/compressed'); "
+                        "'' keeps params_file's value"),
+        DeclareLaunchArgument(
+            'use_depth', default_value='',
+            description="true: subscribe depth and camera_info, publish 3D outputs; "
+                        "'' keeps params_file's value"),
+        DeclareLaunchArgument(
+            'depth_topic', default_value='depth',
+            description='Depth topic registered to colour (16UC1 mm or 32FC1 m), e.g. '
+                        '/camera/camera/aligned_depth_to_color/image_raw'),
+        DeclareLaunchArgument(
+            'camera_info_topic', default_value='camera_info',
+            description='The colour camera\'s CameraInfo, e.g. /camera/camera/color/camera_info'),
         DeclareLaunchArgument(
             'log_level', default_value='info',
             choices=['debug', 'info', 'warn', 'error', 'fatal'],

@@ -73,6 +73,7 @@ class Probe:
             self.node.create_subscription(cls, topic, self._recorder(topic), qos)
         self.image_pub = self.node.create_publisher(
             Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self._reliable = reliable
         self.command_pub = self.node.create_publisher(String, "command", reliable)
         self._Image, self._String = Image, String
 
@@ -138,6 +139,60 @@ class Probe:
         if msg is None or not msg.status:
             return {}
         return {kv.key: kv.value for kv in msg.status[0].values}
+
+    # --- RGB-D inputs and 3D outputs (image_transport compressed, use_depth) -----------
+    def enable_rgbd(self) -> None:
+        """Publishers for image/compressed, depth and camera_info; recorders for result,
+        target_pose and markers."""
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+        from std_msgs.msg import String
+        from visualization_msgs.msg import MarkerArray
+
+        for topic, cls in (("result", String), ("target_pose", PoseWithCovarianceStamped),
+                           ("markers", MarkerArray)):
+            self.node.create_subscription(cls, topic, self._recorder(topic), self._reliable)
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, "image/compressed", qos)
+        self.depth_pub = self.node.create_publisher(Image, "depth", qos)
+        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", qos)
+        self._CompressedImage, self._CameraInfo = CompressedImage, CameraInfo
+
+    def wait_for_rgbd_node(self, timeout: float = 30.0) -> bool:
+        pubs = (self.command_pub, self.compressed_pub, self.depth_pub, self.info_pub)
+        matched = self.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs),
+                                  timeout)
+        if matched:
+            self.spin(MATCH_SETTLE)
+        return matched
+
+    def _stamp(self, msg, stamp_ns: int, frame_id: str):
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 10**9)
+        msg.header.frame_id = frame_id
+        return msg
+
+    def compressed(self, data: bytes, stamp_ns: int, fmt: str = "jpeg",
+                   frame_id: str = "camera_color_optical_frame") -> None:
+        msg = self._CompressedImage(format=fmt, data=bytes(data))
+        self.compressed_pub.publish(self._stamp(msg, stamp_ns, frame_id))
+
+    def depth(self, metres: np.ndarray, stamp_ns: int, encoding: str = "16UC1",
+              frame_id: str = "camera_color_optical_frame") -> None:
+        from clip_perception.core.depth import encode_depth
+
+        data, step = encode_depth(metres, encoding)
+        h, w = metres.shape
+        msg = self._Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=step,
+                          data=data)
+        self.depth_pub.publish(self._stamp(msg, stamp_ns, frame_id))
+
+    def camera_info(self, camera, stamp_ns: int,
+                    frame_id: str = "camera_color_optical_frame") -> None:
+        msg = self._CameraInfo(width=camera.width, height=camera.height,
+                               distortion_model="plumb_bob")
+        msg.k = [camera.fx, 0.0, camera.cx, 0.0, camera.fy, camera.cy, 0.0, 0.0, 1.0]
+        self.info_pub.publish(self._stamp(msg, stamp_ns, frame_id))
 
     def close(self) -> None:
         import rclpy

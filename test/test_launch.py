@@ -53,6 +53,10 @@ DEFAULTS = {
     "use_sim_time": "false",
     "large_frames": "auto",
     "log_level": "info",
+    "image_transport": "",
+    "use_depth": "",
+    "depth_topic": "depth",
+    "camera_info_topic": "camera_info",
 }  # and params_file: share/clip_perception/config/perception.yaml
 
 try:  # launch_testing first: without it, `launch` could resolve to this repo's launch/ dir
@@ -254,7 +258,9 @@ class TestLaunchFileNode(unittest.TestCase):
         self.assertEqual(kw["executable"], "perception_node")
         self.assertEqual(kw["name"], "clip_perception")
         self.assertEqual(kw["namespace"], "")
-        self.assertEqual(kw["remappings"], [("image", "image"), ("command", "command")])
+        self.assertEqual(kw["remappings"], [
+            ("image", "image"), ("command", "command"), ("image/compressed", "image/compressed"),
+            ("depth", "depth"), ("camera_info", "camera_info")])
         # Only use_sim_time is set on top of the file: model, device, target keep its values.
         self.assertEqual(kw["parameters"], [str(PARAMS_FILE), {"use_sim_time": False}])
         self.assertIs(kw["parameters"][1]["use_sim_time"], False)
@@ -271,8 +277,9 @@ class TestLaunchFileNode(unittest.TestCase):
         })
         kw = node.kwargs
         self.assertEqual(kw["namespace"], "robot1")
-        self.assertEqual(kw["remappings"],
+        self.assertEqual(kw["remappings"][:2],
                          [("image", "/camera/image_raw"), ("command", "/voice/command")])
+        self.assertEqual(kw["remappings"][2], ("image/compressed", "/camera/image_raw/compressed"))
         self.assertEqual(kw["parameters"], ["/tmp/my.yaml", {
             "use_sim_time": True, "model": COLOR_MODEL, "device": "cpu", "target": "red mug"}])
         self.assertIs(kw["parameters"][1]["use_sim_time"], True)
@@ -497,6 +504,23 @@ def launch_command(node: FakeNode, overrides_file: Path) -> list[str]:
     for old, new in kw["remappings"]:
         cmd += ["-r", f"{old}:={new}"]
     return cmd
+
+
+class TestLaunchFileRgbd(unittest.TestCase):
+    def test_realsense_topics_and_rgbd_parameters(self):
+        kw = node_for({
+            "image_topic": "/camera/camera/color/image_raw", "image_transport": "compressed",
+            "use_depth": "true", "depth_topic": "/camera/camera/aligned_depth_to_color/image_raw",
+            "camera_info_topic": "/camera/camera/color/camera_info"}).kwargs
+        self.assertEqual(kw["remappings"][2:], [
+            ("image/compressed", "/camera/camera/color/image_raw/compressed"),
+            ("depth", "/camera/camera/aligned_depth_to_color/image_raw"),
+            ("camera_info", "/camera/camera/color/camera_info")])
+        self.assertEqual(kw["parameters"][1], {"use_sim_time": False,
+                                               "image_transport": "compressed",
+                                               "use_depth": True})
+        with self.assertRaises(ValueError):
+            node_for({"use_depth": "maybe"})
 
 
 @contextlib.contextmanager

@@ -39,7 +39,9 @@ from . import param_hooks
 from .diagnostics import Diagnostics
 from .inputs import CameraInput, image_qos
 from .outputs import RELIABLE, Outputs
-from .parameters import DETECTOR_FIELDS, PARAMS, descriptor, detector_config
+from .parameters import DETECTOR_FIELDS, PARAMS, depth_range, descriptor, detector_config
+from .rgbd_inputs import RgbdCameraInput
+from .spatial_outputs import SpatialOutputs
 
 __all__ = ["PerceptionNode", "image_qos", "main"]
 
@@ -69,12 +71,20 @@ class PerceptionNode(LifecycleNode):
         period = self._values["diagnostics_period"]
         self.loop = InferenceLoop(
             self._publish_result, report=lambda kind, message: self.problems.report(kind, message),
-            want_heatmap=lambda: self.outputs is not None and self.outputs.want_heatmap(),
+            want_heatmap=lambda: self.outputs is not None and (
+                self.outputs.want_heatmap() or self._values["use_depth"]),  # 3D weights
             health=Health(window=HEALTH_WINDOW_PERIODS * period))
-        self.camera = CameraInput(self, self.loop.submit, self.problems,
-                                  on_reject=lambda: self.loop.record_error("image"),
-                                  on_frame=lambda header: self._record_age("transport", header))
+        v = self._values
+        camera_kwargs = dict(on_reject=lambda: self.loop.record_error("image"),
+                             on_frame=lambda header: self._record_age("transport", header))
+        if v["image_transport"] == "raw" and not v["use_depth"]:
+            self.camera = CameraInput(self, self.loop.submit, self.problems, **camera_kwargs)
+        else:  # compressed colour and/or depth + camera_info: ros/rgbd_inputs.py
+            self.camera = RgbdCameraInput(
+                self, self.loop.submit, self.problems, transport=v["image_transport"],
+                use_depth=v["use_depth"], tolerance=v["depth_sync_tolerance"], **camera_kwargs)
         self.outputs: Outputs | None = None
+        self.spatial: SpatialOutputs | None = None
         self.diagnostics: Diagnostics | None = None
         self._command_sub = None
         self._command_source: tuple[str, str] | None = None
@@ -107,6 +117,7 @@ class PerceptionNode(LifecycleNode):
         try:
             config = detector_config(v)
             image_qos(v["image_reliability"], v["image_qos_depth"])
+            depth_range(v)
         except (ConfigError, ValueError) as exc:
             log.error(f"invalid parameters: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -120,6 +131,8 @@ class PerceptionNode(LifecycleNode):
         detector = Detector(encoder, config)
         self.loop.load(detector)
         self.outputs = Outputs(self, self._values)
+        self.spatial = SpatialOutputs(self, self._values, self.problems, v["use_depth"],
+                                      getattr(self.camera, "camera_state", lambda: (None, None)))
         if "detections" not in self.outputs.pubs:
             log.info("vision_msgs is not installed: the detections topic is disabled")
         if self.diagnostics is None:  # kept for the node's life (diagnostic_updater declares
@@ -139,7 +152,8 @@ class PerceptionNode(LifecycleNode):
         self.loop.start()
         self.outputs.publish_targets(self.targets)
         self.get_logger().info(
-            f"active: image '{self.resolve_topic_name('image')}' ({v['image_reliability']}), "
+            f"active: image '{self.resolve_topic_name(self.camera.topic)}' "
+            f"({v['image_reliability']}), "
             f"command '{self.resolve_topic_name('command')}'; "
             + (f"looking for {', '.join(self.targets)}" if self.targets
                else "waiting for a command"))
@@ -167,6 +181,9 @@ class PerceptionNode(LifecycleNode):
         if self.outputs is not None:
             self.outputs.destroy()
             self.outputs = None
+        if self.spatial is not None:
+            self.spatial.destroy()
+            self.spatial = None
         if not self.loop.release(after=release_memory):
             self.get_logger().warning("a frame is still being processed: the model is "
                                       "released when it finishes")
@@ -202,6 +219,11 @@ class PerceptionNode(LifecycleNode):
             error = self.loop.prepare_targets(targets)  # embeds into the cache only
             if error is not None:
                 return SetParametersResult(successful=False, reason=f"target: {error}")
+        if "depth_range" in changed:
+            try:
+                depth_range(values)
+            except (TypeError, ValueError) as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
         if changed & set(DETECTOR_FIELDS):
             try:
                 detector_config(values)
@@ -239,6 +261,8 @@ class PerceptionNode(LifecycleNode):
         if outputs is None:
             raise RuntimeError("no publishers (the node was cleaned up)")
         outputs.publish(result)
+        if self.spatial is not None:
+            self.spatial.publish(result)
         self._record_age("latency", result.header)
 
     def _record_age(self, stage: str, header) -> None:
@@ -251,7 +275,8 @@ class PerceptionNode(LifecycleNode):
     # --- diagnostics ------------------------------------------------------------
     def counters(self) -> dict[str, int]:
         """Every input the node saw, and what became of it."""
-        return {**self.loop.counters(), **self.camera.counts, **self.command_counts}
+        spatial = self.spatial.counts if self.spatial is not None else {}
+        return {**self.loop.counters(), **self.camera.counts, **spatial, **self.command_counts}
 
     def _diagnostic_figures(self):
         report = self.loop.health_report()

@@ -64,7 +64,7 @@ class Outputs:
         if self.wanted("debug_image", "publish_debug_image"):
             pubs["debug_image"].publish(rgb_image(annotate(result.frame.to_rgb(), detection),
                                                   header))
-        if result.with_heatmap and detection.heatmaps:
+        if result.with_heatmap and detection.heatmaps and self.want_heatmap():
             pubs["heatmap"].publish(heatmap_image(detection, header))
         self._log_changes(result)
 

@@ -72,6 +72,15 @@ PARAMS: tuple[Param, ...] = (
           "with every publisher) or reliable", read_only=True),
     Param("image_qos_depth", 1, "image subscription queue depth", read_only=True,
           bounds=(1, 100)),
+    Param("image_transport", "raw", "colour input: raw subscribes image (sensor_msgs/Image), "
+          "compressed subscribes image/compressed (sensor_msgs/CompressedImage, jpeg or png)",
+          read_only=True),
+    Param("use_depth", False, "also subscribe depth (16UC1 mm or 32FC1 m, registered to "
+          "colour) and camera_info, and publish target_pose, markers and detections_3d",
+          read_only=True),
+    Param("depth_sync_tolerance", 0.05, "largest stamp difference, seconds, between a colour "
+          "frame and the depth frame paired with it", read_only=True, bounds=(0.0, 1.0)),
+    Param("depth_range", [0.1, 10.0], "[min, max] metres; depth outside it is invalid"),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=True,
           bounds=(0.1, 60.0)),
     Param("autostart", True, "configure and activate at start; false waits for a "
@@ -82,6 +91,14 @@ DETECTOR_FIELDS = (
     "window_scales", "window_stride", "include_full_frame", "refine", "refine_stages",
     "crop_budget", "heatmap_stride", "box_alpha", "box_method", "mode", "verify_crops",
 )
+
+
+def depth_range(values: dict) -> tuple[float, float]:
+    """The validated ``depth_range`` (raises ValueError)."""
+    value = [float(v) for v in values["depth_range"]]
+    if len(value) != 2 or not 0.0 <= value[0] < value[1]:
+        raise ValueError(f"depth_range {value} must be [min, max] metres with 0 <= min < max")
+    return value[0], value[1]
 
 
 def descriptor(param: Param) -> ParameterDescriptor:

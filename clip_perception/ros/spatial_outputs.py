@@ -1,0 +1,87 @@
+"""The stamped outputs: ``result`` (JSON) always; ``target_pose``, ``markers`` and
+``detections_3d`` when depth is on.
+
+:class:`SpatialOutputs` sits beside :class:`~clip_perception.ros.outputs.Outputs`
+and publishes on the loop's publisher thread. Every message carries the
+colour frame's header. A found target without a valid 3D position gets no
+pose; the reason is counted (``no_3d_<reason>`` in ``/diagnostics``) and
+logged, throttled per reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from ..core.inference_loop import Result
+from ..core.locate3d import DepthInvalid, Position3D
+from ..core.log_throttle import ProblemLog
+from ..core.target_positions import frame_result, locate_targets
+from .messages import vision_msgs
+from .outputs import RELIABLE
+from .spatial_messages import MarkerTracker, detection3d_array, result_string, target_pose
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 10**9 + header.stamp.nanosec
+
+
+class SpatialOutputs:
+    """Publishers of the stamped result and, with ``use_depth``, the 3D outputs."""
+
+    def __init__(self, node, values: dict, problems: ProblemLog, use_depth: bool,
+                 camera_state=lambda: (None, None), prefix: str = ""):
+        self.node = node
+        self._camera_state = camera_state
+        self.values = values
+        self.use_depth = use_depth
+        self._problems = problems
+        self.counts: Counter[str] = Counter()
+        pub = node.create_lifecycle_publisher
+        self.pubs = {"result": pub(String, prefix + "result", RELIABLE)}
+        if use_depth:
+            self.pubs["target_pose"] = pub(PoseWithCovarianceStamped, prefix + "target_pose",
+                                           RELIABLE)
+            self.pubs["markers"] = pub(MarkerArray, prefix + "markers", RELIABLE)
+            if vision_msgs is not None:
+                self.pubs["detections_3d"] = pub(vision_msgs.Detection3DArray,
+                                                 prefix + "detections_3d", RELIABLE)
+            self.counts.update(poses_published=0)
+        self._markers = MarkerTracker()
+
+    def publish(self, result: Result) -> None:
+        header, detection, frame = result.header, result.detection, result.frame
+        located = None
+        if self.use_depth:
+            low, high = self.values["depth_range"]
+            camera, camera_problem = getattr(frame, "camera", None), None
+            if camera is None:
+                camera, camera_problem = self._camera_state()
+            located = locate_targets(detection, getattr(frame, "depth", None), camera,
+                                     (low, high), getattr(frame, "missing", None) or
+                                     camera_problem)
+            self._count_problems(detection, located)
+            first = located[0] if located else None
+            if isinstance(first, Position3D):
+                self.pubs["target_pose"].publish(target_pose(first, header))
+                self.counts["poses_published"] += 1
+            self.pubs["markers"].publish(self._markers.markers(detection, located, header))
+            if "detections_3d" in self.pubs:
+                self.pubs["detections_3d"].publish(detection3d_array(detection, located, header))
+        self.pubs["result"].publish(result_string(
+            frame_result(stamp_ns(header), header.frame_id, detection, located)))
+
+    def _count_problems(self, detection, located) -> None:
+        for target, loc in zip(detection.targets, located):
+            if isinstance(loc, DepthInvalid):
+                self.counts[f"no_3d_{loc.reason}"] += 1
+                self._problems.report(f"depth/{loc.reason}",
+                                      f"no 3D position for {target.phrase}: {loc.detail}")
+
+    def destroy(self) -> None:
+        for pub in self.pubs.values():
+            self.node.destroy_lifecycle_publisher(pub)
+        self.pubs = {}

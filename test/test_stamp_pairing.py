@@ -1,0 +1,185 @@
+"""Colour/depth pairing: the ROS-free pairer and the message_filters path (a stand-in here)."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import types
+
+import pytest
+
+from clip_perception.core.stamp_pairing import StampPairer
+from clip_perception.ros.depth_pairing import MessageFiltersPairer, make_pairer
+
+MS = 1_000_000
+
+
+class Msg:
+    """A message with a header stamp, as message_filters reads it."""
+
+    def __init__(self, name: str, stamp_ns: int):
+        self.name = name
+        sec, nanosec = divmod(stamp_ns, 10**9)
+        self.header = types.SimpleNamespace(stamp=types.SimpleNamespace(sec=sec, nanosec=nanosec))
+        self.stamp_ns = stamp_ns
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def fake_message_filters():
+    """message_filters' Python SimpleFilter and ApproximateTimeSynchronizer, same algorithm
+    (rolling ROS 2 message_filters/__init__.py), with float-second stamps."""
+
+    class SimpleFilter:
+        def __init__(self):
+            self.callbacks = {}
+
+        def registerCallback(self, cb, *args):
+            self.callbacks[len(self.callbacks)] = (cb, args)
+
+        def signalMessage(self, *msg):
+            for cb, args in list(self.callbacks.values()):
+                cb(*(msg + args))
+
+    class ApproximateTimeSynchronizer(SimpleFilter):
+        def __init__(self, fs, queue_size, slop, allow_headerless=False):
+            super().__init__()
+            self.queue_size, self.slop = queue_size, slop
+            self.queues = [{} for _ in fs]
+            self.lock = threading.Lock()
+            for i, f in enumerate(fs):
+                f.registerCallback(self.add, self.queues[i], i)
+
+        def add(self, msg, my_queue, my_queue_index=None):
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            with self.lock:
+                my_queue[stamp] = msg
+                while len(my_queue) > self.queue_size:
+                    del my_queue[min(my_queue)]
+                search = self.queues[:my_queue_index] + self.queues[my_queue_index + 1:]
+                stamps = []
+                for queue in search:
+                    near = sorted((abs(s - stamp), s) for s in queue
+                                   if abs(s - stamp) <= self.slop)
+                    if not near:
+                        return
+                    stamps.append([s for _, s in near])
+                for vv in itertools.product(*stamps):
+                    vv = list(vv)
+                    vv.insert(my_queue_index, stamp)
+                    qt = list(zip(self.queues, vv))
+                    if max(vv) - min(vv) < self.slop and all(t in q for q, t in qt):
+                        msgs = [q[t] for q, t in qt]
+                        for q, t in qt:
+                            del q[t]
+                        break
+                else:
+                    return
+            self.signalMessage(*msgs)
+
+    return types.SimpleNamespace(SimpleFilter=SimpleFilter,
+                                 ApproximateTimeSynchronizer=ApproximateTimeSynchronizer)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def pairers():
+    """Both implementations, each with a fake clock and a list of its outputs."""
+    out = []
+    for kind in ("core", "message_filters"):
+        got, clock = [], Clock()
+        def on_pair(colour, depth, got=got):
+            got.append((colour.name, None if depth is None else depth.name))
+        if kind == "core":
+            p = StampPairer(on_pair, 50 * MS, queue_size=5, max_wait=0.5, clock=clock)
+        else:
+            p = MessageFiltersPairer(on_pair, 50 * MS, queue_size=5, max_wait=0.5, clock=clock,
+                                     message_filters=fake_message_filters())
+        out.append(pytest.param(p, got, clock, id=kind))
+    return out
+
+
+def feed(p, kind, name, stamp_ms):
+    msg = Msg(name, stamp_ms * MS)
+    (p.add_colour if kind == "c" else p.add_depth)(msg.stamp_ns, msg)
+
+
+@pytest.mark.parametrize("p,got,clock", pairers())
+def test_pairs_the_nearest_depth_within_tolerance_in_either_arrival_order(p, got, clock):
+    feed(p, "d", "d0", 1000)
+    feed(p, "d", "d1", 1030)
+    feed(p, "c", "c0", 1025)      # d1 is 5 ms away, d0 25 ms
+    assert got == [("c0", "d1")]
+    feed(p, "c", "c1", 2000)      # colour first, depth later
+    assert got[-1] == ("c0", "d1")
+    feed(p, "d", "d2", 2040)
+    assert got[-1] == ("c1", "d2")
+    assert p.pending() == 0
+
+
+@pytest.mark.parametrize("p,got,clock", pairers())
+def test_a_colour_frame_outside_the_tolerance_is_handed_on_without_depth(p, got, clock):
+    feed(p, "c", "c0", 1000)
+    feed(p, "d", "d0", 1080)      # newer than 1000 + 50 ms: c0 can no longer pair
+    assert got == [("c0", None)]
+    feed(p, "d", "dold", 1900)
+    feed(p, "c", "c1", 2000)      # the only depth is 100 ms older: c1 waits...
+    assert got == [("c0", None)]
+    clock.t = 0.6                 # ... until max_wait
+    p.poll()
+    assert got == [("c0", None), ("c1", None)]
+    assert p.unpaired == 2 and p.paired == 0
+
+
+@pytest.mark.parametrize("p,got,clock", pairers())
+def test_each_depth_frame_is_used_once(p, got, clock):
+    feed(p, "d", "d0", 1000)
+    feed(p, "c", "c0", 1010)
+    feed(p, "c", "c1", 1020)      # d0 is taken; c1 waits for another depth
+    assert got == [("c0", "d0")]
+    feed(p, "d", "d1", 1060)
+    assert got == [("c0", "d0"), ("c1", "d1")]
+
+
+@pytest.mark.parametrize("p,got,clock", pairers())
+def test_a_full_queue_hands_on_its_oldest_colour_frame(p, got, clock):
+    for i in range(7):
+        feed(p, "c", f"c{i}", 1000 + 100 * i)
+    assert got == [("c0", None), ("c1", None)]
+
+
+def test_a_late_pair_for_a_released_frame_is_not_emitted_twice():
+    got, clock = [], Clock()
+    p = MessageFiltersPairer(lambda c, d: got.append((c.name, d and d.name)), 50 * MS,
+                             max_wait=0.5, clock=clock, message_filters=fake_message_filters())
+    feed(p, "c", "c0", 1000)
+    clock.t = 1.0
+    p.poll()
+    feed(p, "d", "d0", 1010)      # the synchronizer would pair it now
+    assert got == [("c0", None)]
+
+
+def test_make_pairer_uses_message_filters_only_where_it_imports(monkeypatch):
+    monkeypatch.setitem(sys.modules, "message_filters", None)  # import fails
+    assert type(make_pairer(lambda c, d: None, 50 * MS)) is StampPairer
+    monkeypatch.setitem(sys.modules, "message_filters", fake_message_filters())
+    assert isinstance(make_pairer(lambda c, d: None, 50 * MS), MessageFiltersPairer)
+
+
+def test_real_message_filters_where_installed():
+    mf = pytest.importorskip("message_filters",
+                             reason="message_filters is not installable from PyPI; ROS installs")
+    got = []
+    p = MessageFiltersPairer(lambda c, d: got.append((c.name, d and d.name)), 50 * MS,
+                             message_filters=mf)
+    feed(p, "d", "d0", 1000)
+    feed(p, "c", "c0", 1020)
+    assert got == [("c0", "d0")]
