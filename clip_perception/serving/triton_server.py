@@ -1,0 +1,144 @@
+"""``python -m clip_perception.serve``: host an encoder on Triton Inference Server (PyTriton).
+
+Any encoder the node can load (a CLIP name, a checkpoint path or
+``module:factory``) is served as two models (see :mod:`..core.triton_protocol`): an image
+model that takes a uint8 frame and its window boxes and returns one embedding
+per window, cropping on the server's device, and a text model. The image model
+batches requests dynamically. Binds to 127.0.0.1 unless ``--host`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..core import triton_protocol as protocol
+from .environment import ensure_server_environment
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m clip_perception.serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="ViT-B/32",
+                   help="CLIP name, checkpoint path or module:factory (as the node's model)")
+    p.add_argument("--name", default="clip",
+                   help="served name: models NAME_image and NAME_text; nodes use "
+                        "model:=triton://HOST:GRPC_PORT/NAME (default: clip)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16")
+    p.add_argument("--download-root", default=None, help="where named CLIP weights are kept")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1, this machine only; "
+                        "0.0.0.0 serves the network)")
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--instances", type=int, default=1,
+                   help="model instances (each runs requests concurrently; one encoder shared)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="most frames one dynamic batch of the image model holds")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000,
+                   help="how long a request may wait for others to fill a batch (microseconds)")
+    p.add_argument("--verbose", action="store_true", help="print Triton's own log")
+    args = p.parse_args(argv)
+    if args.instances < 1 or args.max_batch < 1 or args.max_queue_delay_us < 0:
+        p.error("--instances and --max-batch must be >= 1, --max-queue-delay-us >= 0")
+    return args
+
+
+def image_infer(embedder):
+    """The image model's callable: a dynamic batch of requests -> one encoder pass."""
+    import numpy as np
+
+    def infer(requests):
+        frames, boxes, sizes = [], [], []
+        for request in requests:
+            batch_frames, batch_boxes = request[protocol.FRAMES], request[protocol.BOXES]
+            sizes.append(len(batch_frames))
+            frames.extend(batch_frames)
+            boxes.extend(batch_boxes)
+        embeddings = embedder(frames, boxes)
+        responses, start = [], 0
+        for size in sizes:
+            part = embeddings[start:start + size]
+            start += size
+            responses.append({protocol.EMBEDDINGS: np.stack(part).astype(np.float32)})
+        return responses
+
+    return infer
+
+
+def text_infer(embedder):
+    """The text model's callable: strings -> embeddings, logit scale and input size."""
+    import numpy as np
+
+    def infer(requests):
+        responses = []
+        for request in requests:
+            texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t)
+                     for t in request[protocol.TEXTS].reshape(-1)]
+            responses.append({
+                protocol.EMBEDDINGS: embedder(texts).astype(np.float32),
+                protocol.LOGIT_SCALE: np.array([embedder.logit_scale], np.float32),
+                protocol.INPUT_SIZE: np.array([embedder.input_size], np.int32),
+            })
+        return responses
+
+    return infer
+
+
+def serve(args: argparse.Namespace) -> int:
+    import numpy as np
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    from ..core.encoders import ModelLoadError, load_encoder
+    from .window_model import TextEmbedder, WindowEmbedder
+
+    try:
+        encoder = load_encoder(args.model, args.device, args.precision, args.download_root)
+    except ModelLoadError as exc:
+        print(f"clip_perception.serve: {exc}", file=sys.stderr)
+        return 2
+    config = TritonConfig(
+        http_address=args.host, http_port=args.http_port,
+        grpc_address=args.host, grpc_port=args.grpc_port,
+        metrics_address=args.host, metrics_port=args.metrics_port,
+        log_verbose=1 if args.verbose else 0, exit_on_error=True,
+    )
+    with Triton(config=config) as triton:
+        triton.bind(
+            model_name=protocol.image_model(args.name),
+            infer_func=[image_infer(WindowEmbedder(encoder)) for _ in range(args.instances)],
+            inputs=[Tensor(name=protocol.FRAMES, dtype=np.uint8, shape=(-1, -1, 3)),
+                    Tensor(name=protocol.BOXES, dtype=np.float32, shape=(-1, 4))],
+            outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1))],
+            config=ModelConfig(max_batch_size=args.max_batch, batcher=DynamicBatcher(
+                max_queue_delay_microseconds=args.max_queue_delay_us)),
+            strict=True,
+        )
+        triton.bind(
+            model_name=protocol.text_model(args.name),
+            infer_func=text_infer(TextEmbedder(encoder)),
+            inputs=[Tensor(name=protocol.TEXTS, dtype=bytes, shape=(-1,))],
+            outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1)),
+                     Tensor(name=protocol.LOGIT_SCALE, dtype=np.float32, shape=(1,)),
+                     Tensor(name=protocol.INPUT_SIZE, dtype=np.int32, shape=(1,))],
+            config=ModelConfig(batching=False),
+            strict=True,
+        )
+        print(f"clip_perception.serve: serving '{args.model}' as triton://{args.host}:"
+              f"{args.grpc_port}/{args.name} (http {args.http_port}, metrics "
+              f"{args.metrics_port}, {args.instances} instance(s), dynamic batches of up to "
+              f"{args.max_batch} frames)", flush=True)
+        triton.serve()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)  # --help and bad flags answer before any re-exec
+    ensure_server_environment(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    return serve(args)
