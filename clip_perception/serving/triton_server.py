@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from ..core import triton_protocol as protocol
@@ -136,9 +137,19 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops the server as Ctrl-C does, so PyTriton ends tritonserver and
+    removes its workspace (by default a Python process dies on SIGTERM without either)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)  # --help and bad flags answer before any re-exec
     ensure_server_environment(argv)
+    _stop_on_sigterm()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     return serve(args)

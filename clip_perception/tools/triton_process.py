@@ -8,9 +8,11 @@ be killed and started again on the same ports, as an outage would.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +48,7 @@ class TritonServerProcess:
         self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen | None = None
         self._log = None
+        self._home: str | None = None
 
     @property
     def url(self) -> str:
@@ -62,6 +65,10 @@ class TritonServerProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
         env["PYTHONUNBUFFERED"] = "1"
+        # PyTriton's workspace (sockets, model store) in a short directory of ours (Unix
+        # socket paths are limited to 107 bytes), removed by stop(): a killed server cannot
+        self._home = tempfile.mkdtemp(prefix="cp-pytriton-")
+        env["PYTRITON_HOME"] = self._home
         self._log = open(self.log_path, "ab")
         # a session of its own: stop() ends tritonserver and the backend stubs with it
         self.proc = subprocess.Popen(self.command(), env=env, stdout=self._log,
@@ -97,12 +104,16 @@ class TritonServerProcess:
         raise TimeoutError(f"Triton server not ready after {timeout} s:\n{self.log()[-3000:]}")
 
     def stop(self, hard: bool = True, timeout: float = 20.0) -> None:
-        """End the server and everything it started: SIGKILL (an outage) or SIGTERM."""
+        """End the server and everything it started: SIGKILL to all of it (an outage),
+        or SIGTERM to the server, which then stops Triton itself."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
+                if hard:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                else:
+                    self.proc.terminate()
             except ProcessLookupError:
                 pass
             try:
@@ -117,6 +128,9 @@ class TritonServerProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
 
     def __enter__(self) -> TritonServerProcess:
         return self.start()
