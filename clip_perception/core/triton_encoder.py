@@ -111,6 +111,9 @@ class TritonEncoder:
         self._lock = threading.Lock()
         self._client = None
         self.failures = 0  # calls that raised EncoderUnavailableError
+        # image calls: total client round trips, and the server's model time within them
+        self.call_seconds = 0.0
+        self.server_seconds = 0.0
         self.input_size = 224
         self.logit_scale = 100.0
         self.max_batch = 1
@@ -144,6 +147,7 @@ class TritonEncoder:
             tensor = grpc.InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
+        start = time.perf_counter()
         try:
             result = client.infer(model, tensors,
                                   outputs=[grpc.InferRequestedOutput(n) for n in outputs],
@@ -156,7 +160,11 @@ class TritonEncoder:
             raise EncoderUnavailableError(
                 f"Triton server {self.address} did not answer ({model}): "
                 f"{reason or type(exc).__name__}") from exc
-        return {n: result.as_numpy(n) for n in outputs}
+        out = {n: result.as_numpy(n) for n in outputs}
+        if protocol.SECONDS in out:
+            self.call_seconds += time.perf_counter() - start
+            self.server_seconds += float(out[protocol.SECONDS].reshape(-1)[0])
+        return out
 
     def _describe(self) -> None:
         """Ask the server for the encoder's embedding size, logit scale and input size,
@@ -194,7 +202,7 @@ class TritonEncoder:
         boxes = np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4)
         out = self._infer(protocol.image_model(self.address.name),
                           {protocol.FRAMES: pixels[None], protocol.BOXES: boxes[None]},
-                          (protocol.EMBEDDINGS,))
+                          (protocol.EMBEDDINGS, protocol.SECONDS))
         return torch.from_numpy(np.array(out[protocol.EMBEDDINGS][0], dtype=np.float32))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -210,7 +218,7 @@ class TritonEncoder:
             out = self._infer(protocol.image_model(self.address.name),
                               {protocol.FRAMES: chunk,
                                protocol.BOXES: np.repeat(box, len(chunk), axis=0)},
-                              (protocol.EMBEDDINGS,))
+                              (protocol.EMBEDDINGS, protocol.SECONDS))
             parts.append(np.array(out[protocol.EMBEDDINGS][:, 0], dtype=np.float32))
         if not parts:
             return torch.zeros((0, getattr(self, "dim", 0)))

@@ -13,6 +13,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 
 from ..core import triton_protocol as protocol
 from .environment import ensure_server_environment
@@ -59,12 +60,15 @@ def image_infer(embedder):
             sizes.append(len(batch_frames))
             frames.extend(batch_frames)
             boxes.extend(batch_boxes)
+        began = time.perf_counter()
         embeddings = embedder(frames, boxes)
+        seconds = np.float32(time.perf_counter() - began)
         responses, start = [], 0
         for size in sizes:
             part = embeddings[start:start + size]
             start += size
-            responses.append({protocol.EMBEDDINGS: np.stack(part).astype(np.float32)})
+            responses.append({protocol.EMBEDDINGS: np.stack(part).astype(np.float32),
+                              protocol.SECONDS: np.full((size, 1), seconds, np.float32)})
         return responses
 
     return infer
@@ -114,7 +118,8 @@ def serve(args: argparse.Namespace) -> int:
             infer_func=[image_infer(WindowEmbedder(encoder)) for _ in range(args.instances)],
             inputs=[Tensor(name=protocol.FRAMES, dtype=np.uint8, shape=(-1, -1, 3)),
                     Tensor(name=protocol.BOXES, dtype=np.float32, shape=(-1, 4))],
-            outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1))],
+            outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1)),
+                     Tensor(name=protocol.SECONDS, dtype=np.float32, shape=(1,))],
             config=ModelConfig(max_batch_size=args.max_batch, batcher=DynamicBatcher(
                 max_queue_delay_microseconds=args.max_queue_delay_us)),
             strict=True,

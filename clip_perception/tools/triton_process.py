@@ -87,20 +87,21 @@ class TritonServerProcess:
         import tritonclient.grpc as grpcclient
 
         start = time.monotonic()
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{self.grpc_port}")
-        try:
-            while time.monotonic() - start < timeout:
-                if not self.alive():
-                    raise RuntimeError(f"the Triton server exited:\n{self.log()[-3000:]}")
-                try:
-                    if all(client.is_model_ready(f"{self.name}{suffix}")
-                           for suffix in ("_image", "_text")):
-                        return time.monotonic() - start
-                except Exception:  # noqa: BLE001 - not up yet
-                    pass
-                time.sleep(0.2)
-        finally:
-            client.close()
+        while time.monotonic() - start < timeout:
+            if not self.alive():
+                raise RuntimeError(f"the Triton server exited:\n{self.log()[-3000:]}")
+            # a fresh channel per poll: a channel that failed waits out gRPC's reconnect
+            # backoff (seconds) before it looks again
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{self.grpc_port}")
+            try:
+                if all(client.is_model_ready(f"{self.name}{suffix}", client_timeout=2.0)
+                       for suffix in ("_image", "_text")):
+                    return time.monotonic() - start
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            finally:
+                client.close()
+            time.sleep(0.1)
         raise TimeoutError(f"Triton server not ready after {timeout} s:\n{self.log()[-3000:]}")
 
     def stop(self, hard: bool = True, timeout: float = 20.0) -> None:
