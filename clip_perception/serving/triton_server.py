@@ -40,8 +40,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="model instances (each runs requests concurrently; one encoder shared)")
     p.add_argument("--max-batch", type=int, default=8,
                    help="most frames one dynamic batch of the image model holds")
-    p.add_argument("--max-queue-delay-us", type=int, default=2000,
-                   help="how long a request may wait for others to fill a batch (microseconds)")
+    p.add_argument("--max-queue-delay-us", type=int, default=0,
+                   help="how long a request may wait for others to fill a batch (microseconds; "
+                        "default 0: requests that queue while the model is busy are still "
+                        "batched, and a lone request does not wait)")
     p.add_argument("--verbose", action="store_true", help="print Triton's own log")
     args = p.parse_args(argv)
     if args.instances < 1 or args.max_batch < 1 or args.max_queue_delay_us < 0:

@@ -14,7 +14,8 @@ by frame in one run. Both run on this machine's CPU, one after the other.
 - Dynamic batching: frames per server execution with several concurrent clients.
 - Recovery: a client sends a frame every 0.1 s (a 10 Hz camera) while the server
   is killed, kept down for ``--outage`` seconds and started again; how long after
-  the server is ready (models loaded) the client gets answers again.
+  the server's return (its image model ready, polled every 20 ms) the client gets
+  answers again.
 """
 
 from __future__ import annotations
@@ -192,8 +193,9 @@ def recovery(server, outage: float, width: int, height: int, seed: int) -> dict:
     time.sleep(outage)
     restarted = time.monotonic()
     server.start()
-    server.wait_ready(300)
+    server.wait_ready(300, models=("_image",), poll=0.02)  # what the frames need
     ready = time.monotonic()
+    server.wait_ready(300)
     deadline = ready + 30
     while time.monotonic() < deadline and not any(
             t > ready and o == "ok" for t, o, _ in events):
@@ -210,9 +212,9 @@ def recovery(server, outage: float, width: int, height: int, seed: int) -> dict:
     if answered is None:
         print("  no answer within 30 s of the server's return")
     else:
-        print(f"  restarted server ready {ready - restarted:.1f} s after its start; answers "
-              f"again {answered:+.2f} s from ready ({first_ok - restarted:.1f} s after the "
-              "restart began)")
+        print(f"  restarted server's image model ready {ready - restarted:.1f} s after its "
+              f"start; answers again {answered:.2f} s after that ({first_ok - restarted:.1f} s "
+              "after the restart began)")
     return {"answered": answered, "failed": len(failed), "other_errors": len(other_errors),
             "startup": ready - restarted}
 

@@ -82,8 +82,9 @@ class TritonServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_ready(self, timeout: float = 120.0) -> float:
-        """Block until both models answer readiness; returns the seconds waited."""
+    def wait_ready(self, timeout: float = 120.0, models: tuple[str, ...] = ("_image", "_text"),
+                   poll: float = 0.1) -> float:
+        """Block until the models (suffixes of the name) are ready; returns the seconds waited."""
         import tritonclient.grpc as grpcclient
 
         start = time.monotonic()
@@ -95,13 +96,13 @@ class TritonServerProcess:
             client = grpcclient.InferenceServerClient(f"127.0.0.1:{self.grpc_port}")
             try:
                 if all(client.is_model_ready(f"{self.name}{suffix}", client_timeout=2.0)
-                       for suffix in ("_image", "_text")):
+                       for suffix in models):
                     return time.monotonic() - start
             except Exception:  # noqa: BLE001 - not up yet
                 pass
             finally:
                 client.close()
-            time.sleep(0.1)
+            time.sleep(poll)
         raise TimeoutError(f"Triton server not ready after {timeout} s:\n{self.log()[-3000:]}")
 
     def stop(self, hard: bool = True, timeout: float = 20.0) -> None:
