@@ -13,7 +13,7 @@ import argparse
 import logging
 import signal
 import sys
-import time
+from functools import partial
 
 from ..core import triton_protocol as protocol
 from .environment import ensure_server_environment
@@ -45,54 +45,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "default 0: requests that queue while the model is busy are still "
                         "batched, and a lone request does not wait)")
     p.add_argument("--verbose", action="store_true", help="print Triton's own log")
+    p.add_argument("--export-repository", metavar="DIR", default=None,
+                   help="write a Triton model repository (Python backend) serving this encoder "
+                        "to DIR, for NVIDIA's Triton container, and exit")
     args = p.parse_args(argv)
     if args.instances < 1 or args.max_batch < 1 or args.max_queue_delay_us < 0:
         p.error("--instances and --max-batch must be >= 1, --max-queue-delay-us >= 0")
     return args
-
-
-def image_infer(embedder):
-    """The image model's callable: a dynamic batch of requests -> one encoder pass."""
-    import numpy as np
-
-    def infer(requests):
-        frames, boxes, sizes = [], [], []
-        for request in requests:
-            batch_frames, batch_boxes = request[protocol.FRAMES], request[protocol.BOXES]
-            sizes.append(len(batch_frames))
-            frames.extend(batch_frames)
-            boxes.extend(batch_boxes)
-        began = time.perf_counter()
-        embeddings = embedder(frames, boxes)
-        seconds = np.float32(time.perf_counter() - began)
-        responses, start = [], 0
-        for size in sizes:
-            part = embeddings[start:start + size]
-            start += size
-            responses.append({protocol.EMBEDDINGS: np.stack(part).astype(np.float32),
-                              protocol.SECONDS: np.full((size, 1), seconds, np.float32)})
-        return responses
-
-    return infer
-
-
-def text_infer(embedder):
-    """The text model's callable: strings -> embeddings, logit scale and input size."""
-    import numpy as np
-
-    def infer(requests):
-        responses = []
-        for request in requests:
-            texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t)
-                     for t in request[protocol.TEXTS].reshape(-1)]
-            responses.append({
-                protocol.EMBEDDINGS: embedder(texts).astype(np.float32),
-                protocol.LOGIT_SCALE: np.array([embedder.logit_scale], np.float32),
-                protocol.INPUT_SIZE: np.array([embedder.input_size], np.int32),
-            })
-        return responses
-
-    return infer
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -101,7 +60,7 @@ def serve(args: argparse.Namespace) -> int:
     from pytriton.triton import Triton, TritonConfig
 
     from ..core.encoders import ModelLoadError, load_encoder
-    from .window_model import TextEmbedder, WindowEmbedder
+    from .window_model import TextEmbedder, WindowEmbedder, image_responses, text_responses
 
     try:
         encoder = load_encoder(args.model, args.device, args.precision, args.download_root)
@@ -117,7 +76,8 @@ def serve(args: argparse.Namespace) -> int:
     with Triton(config=config) as triton:
         triton.bind(
             model_name=protocol.image_model(args.name),
-            infer_func=[image_infer(WindowEmbedder(encoder)) for _ in range(args.instances)],
+            infer_func=[partial(image_responses, WindowEmbedder(encoder))
+                        for _ in range(args.instances)],
             inputs=[Tensor(name=protocol.FRAMES, dtype=np.uint8, shape=(-1, -1, 3)),
                     Tensor(name=protocol.BOXES, dtype=np.float32, shape=(-1, 4))],
             outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1)),
@@ -128,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         triton.bind(
             model_name=protocol.text_model(args.name),
-            infer_func=text_infer(TextEmbedder(encoder)),
+            infer_func=partial(text_responses, TextEmbedder(encoder)),
             inputs=[Tensor(name=protocol.TEXTS, dtype=bytes, shape=(-1,))],
             outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1)),
                      Tensor(name=protocol.LOGIT_SCALE, dtype=np.float32, shape=(1,)),
@@ -156,6 +116,15 @@ def _stop_on_sigterm() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)  # --help and bad flags answer before any re-exec
+    if args.export_repository:
+        from .model_repository import write_repository
+
+        for path in write_repository(args.export_repository, args.model, args.name,
+                                     args.device, args.instances, args.max_batch,
+                                     args.max_queue_delay_us, args.precision,
+                                     args.download_root):
+            print(path)
+        return 0
     ensure_server_environment(argv)
     _stop_on_sigterm()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)

@@ -9,11 +9,13 @@ All windows of all frames in a dynamic batch go through the encoder in one pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from ..core import triton_protocol as protocol
 from ..core.crops import FrameUploader, crop_windows
 from ..core.encoders import device_of, logit_scale_of
 from ..core.image_formats import Frame
@@ -73,3 +75,41 @@ class TextEmbedder:
     @torch.inference_mode()
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         return self.encoder.encode_texts(list(texts)).float().cpu().numpy()
+
+
+def image_responses(embedder: WindowEmbedder,
+                    requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The image model: a dynamic batch of requests (each ``frames`` ``[b, H, W, 3]`` and
+    ``boxes`` ``[b, K, 4]``) -> per request ``embeddings`` ``[b, K, D]`` and ``seconds``
+    ``[b, 1]``, all frames in one encoder pass."""
+    frames, boxes, sizes = [], [], []
+    for request in requests:
+        batch_frames, batch_boxes = request[protocol.FRAMES], request[protocol.BOXES]
+        sizes.append(len(batch_frames))
+        frames.extend(batch_frames)
+        boxes.extend(batch_boxes)
+    began = time.perf_counter()
+    embeddings = embedder(frames, boxes)
+    seconds = np.float32(time.perf_counter() - began)
+    responses, start = [], 0
+    for size in sizes:
+        part = embeddings[start:start + size]
+        start += size
+        responses.append({protocol.EMBEDDINGS: np.stack(part).astype(np.float32),
+                          protocol.SECONDS: np.full((size, 1), seconds, np.float32)})
+    return responses
+
+
+def text_responses(embedder: TextEmbedder,
+                   requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The text model: ``texts`` (UTF-8) -> ``embeddings``, ``logit_scale``, ``input_size``."""
+    responses = []
+    for request in requests:
+        texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t)
+                 for t in request[protocol.TEXTS].reshape(-1)]
+        responses.append({
+            protocol.EMBEDDINGS: embedder(texts).astype(np.float32),
+            protocol.LOGIT_SCALE: np.array([embedder.logit_scale], np.float32),
+            protocol.INPUT_SIZE: np.array([embedder.input_size], np.int32),
+        })
+    return responses
