@@ -11,6 +11,8 @@ by frame in one run. Both run on this machine's CPU, one after the other.
   gRPC on loopback, Triton's queue and PyTriton's hand-over to the Python model.
   In-process and remote times per frame are printed too, but on a shared 2-core
   CPU their difference is dominated by the model's own variation.
+- Per request: the same overhead for a single request with one box, with a 32x32
+  frame (the fixed cost) and with a full-size frame.
 - Dynamic batching: frames per server execution with several concurrent clients.
 - Recovery: a client sends a frame every 0.1 s (a 10 Hz camera) while the server
   is killed, kept down for ``--outage`` seconds and started again; how long after
@@ -162,6 +164,27 @@ def batching(server, scenes, windows: np.ndarray, clients: int, per_client: int)
             "sequential_fps": sequential}
 
 
+def request_overhead(server, width: int, height: int, repeats: int = 30) -> dict:
+    """One request's round trip minus the server's model time, for a nearly empty
+    request (a 32x32 frame, one box) and for one full-size frame with one box."""
+    remote = load_encoder(server.url + "?timeout=60")
+    box = np.array([[0, 0, 8, 8]], np.float32)
+    found = {}
+    for label, shape in (("32x32", (32, 32, 3)), (f"{width}x{height}", (height, width, 3))):
+        frame = np.zeros(shape, np.uint8)
+        remote.encode_windows(frame, box)  # warm-up
+        overheads = []
+        for _ in range(repeats):
+            calls, model = remote.call_seconds, remote.server_seconds
+            remote.encode_windows(frame, box)
+            overheads.append((remote.call_seconds - calls) - (remote.server_seconds - model))
+        found[label] = float(np.median(overheads))
+    print("  one request, one box: round trip minus model time, p50 of "
+          f"{repeats}: " + ", ".join(f"{ms(v)} with a {k} frame" for k, v in found.items()),
+          flush=True)
+    return found
+
+
 def recovery(server, outage: float, width: int, height: int, seed: int) -> dict:
     """Kill the server for ``outage`` s under a 10 Hz client; time the way back."""
     remote = load_encoder(server.url + "?timeout=5")
@@ -231,6 +254,7 @@ def run_triton_benchmark(args) -> int:
             cheap = compare("colour encoder (known answers)", COLOR_MODEL,
                             20, width, height, args.seed, Path(tmp), 4, 10)
             try:
+                request_overhead(cheap["server"], width, height)
                 back = recovery(cheap["server"], args.outage, width, height, args.seed)
             finally:
                 cheap["server"].stop(hard=False)
