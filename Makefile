@@ -18,7 +18,7 @@ unexport ROS_LOCALHOST_ONLY
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup test test-fast lint demo bench evaluate clean
+.PHONY: setup triton-setup test test-fast lint demo bench evaluate clean
 
 setup: $(STAMP)
 
@@ -35,8 +35,25 @@ $(STAMP): $(VPY) $(SETUP_INPUTS)
 	$(VPY) -c "import rclpy, torch, clip, cv2, rosbags, clip_perception"
 	@touch $@
 
-# Lint, then every test (DDS and slow ones included; pytest-timeout bounds each).
-test: lint
+# The Triton server's environment (numpy<2 for PyTriton, its own torch): the
+# package's source is put on its path by a .pth file, not installed.
+TRITON_VENV ?= .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.setup-stamp
+
+triton-setup: $(TRITON_STAMP)
+
+$(TRITON_STAMP): requirements-triton.txt
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -r requirements-triton.txt
+	$(TRITON_VENV)/bin/python -c "import pathlib, sysconfig; \
+	  pathlib.Path(sysconfig.get_paths()['purelib'], 'clip_perception_src.pth').write_text('$(CURDIR)\n')"
+	$(TRITON_VENV)/bin/python -c "import numpy, pytriton, torch, clip, clip_perception.serving; \
+	  assert numpy.__version__ < '2', numpy.__version__"
+	@touch $@
+
+
+# Lint, then every test (DDS, Triton and slow ones included; pytest-timeout bounds each).
+test: lint $(TRITON_STAMP)
 	$(VPY) -m pytest -q test $(PYTEST_ARGS)
 
 # The core only: no DDS, no ROS processes, nothing slow (well under 30 s).
@@ -57,5 +74,5 @@ evaluate: $(STAMP)
 	$(VPY) -m clip_perception.evaluate
 
 clean:
-	rm -rf $(VENV) build install log .pytest_cache *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) build install log .pytest_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -171,7 +171,10 @@ class Detector:
         """
         normalize = getattr(self.encoder, "normalize", None)
         encode_normalized = getattr(self.encoder, "encode_normalized", None)
-        if normalize is None or encode_normalized is None:
+        encode_windows = getattr(self.encoder, "encode_windows", None)
+        if encode_windows is not None:  # a remote encoder: ``image`` is the Frame, not uploaded
+            embeddings = encode_windows(image, boxes)
+        elif normalize is None or encode_normalized is None:
             embeddings = self.encoder.encode_images(crop_windows(image, boxes, self.input_size))
         else:
             embeddings = encode_normalized(crop_windows(normalize(image), boxes, self.input_size))
@@ -253,7 +256,8 @@ class Detector:
             return Detection([], windows, width, height)
         n = len(targets)
         classes = text.classes(targets)
-        image = self._uploader(frame)
+        # a remote encoder (encode_windows) gets the frame itself and crops where it runs
+        image = frame if hasattr(self.encoder, "encode_windows") else self._uploader(frame)
         if config.mode == "hybrid" and supports_dense(self.encoder):
             return detect_hybrid(self, image, targets, classes, config, width, height,
                                  with_heatmap)

@@ -6,6 +6,9 @@ tensor ``[N, 3, S, S]`` of RGB in ``[0, 1]`` on its device and returning
 ``logit_scale`` (default 100). Embeddings need not be normalised; the
 pipeline does that. An encoder that also has ``normalize(images)`` and
 ``encode_normalized(x)`` gets the frame normalised once before cropping.
+An encoder that has ``encode_windows(frame, boxes)`` (a remote one, e.g.
+``triton://``) is handed the uint8 frame and the ``[K, 4]`` window boxes
+instead of crops, crops where it runs and returns ``[K, D]``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ CPU_MAX_BATCH = 32
 
 class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message says how to fix it."""
+
+
+class EncoderUnavailableError(RuntimeError):
+    """A remote encoder could not answer this call (server down, timed out or refused).
+
+    Raised per call, never fatal: the next call tries again, so a caller counts
+    the failure, logs it (throttled) and carries on.
+    """
 
 
 @runtime_checkable
@@ -342,7 +353,8 @@ def load_encoder(
     precision: str = "auto",
     download_root: str | None = None,
 ) -> Encoder:
-    """Load the encoder named by ``model``: a CLIP name, a checkpoint path or a factory.
+    """Load the encoder named by ``model``: a CLIP name, a checkpoint path, a factory,
+    or ``triton://host:port/name`` (one served by ``python -m clip_perception.serve``).
 
     Raises:
         ModelLoadError: with a message that says how to fix the problem.
@@ -350,6 +362,10 @@ def load_encoder(
     if not model or not model.strip():
         raise ModelLoadError("no model given; use e.g. model:=ViT-B/32 or a checkpoint path")
     model = model.strip()
+    if model.startswith("triton://"):  # remote: the server chooses device and precision
+        from .triton_encoder import load_triton_encoder
+
+        return load_triton_encoder(model)
     torch_device = resolve_device(device)
     if is_factory_spec(model):
         return load_factory(model, torch_device)

@@ -79,6 +79,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--soak-full-every", type=int, default=2, metavar="N",
                    help="with --soak: every Nth lifecycle cycle also does cleanup/configure "
                         "(default 2)")
+    p.add_argument("--triton", action="store_true",
+                   help="a local Triton server against in-process "
+                        "(clip_perception.tools.triton_benchmark; needs `make triton-setup`)")
+    p.add_argument("--outage", type=float, default=10.0,
+                   help="with --triton: seconds the server is down in the recovery test")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
@@ -313,6 +318,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.triton:
+        from .triton_benchmark import run_triton_benchmark
+
+        return run_triton_benchmark(args)
     if args.ros:
         try:
             from .ros_benchmark import run_ros_benchmark

@@ -1,0 +1,80 @@
+"""Write a Triton model repository serving an encoder with Triton's Python backend:
+``python -m clip_perception.serve --export-repository DIR``.
+
+For NVIDIA's Triton container in production, instead of PyTriton. The layout::
+
+    DIR/NAME_image/config.pbtxt    backend "python", dynamic batching, instance group
+    DIR/NAME_image/1/model.py      from clip_perception.serving.python_backend import ...
+    DIR/NAME_text/config.pbtxt
+    DIR/NAME_text/1/model.py
+
+The models speak :mod:`clip_perception.core.triton_protocol`, so nodes use them
+with ``model:=triton://HOST:8001/NAME`` exactly as with ``clip_perception.serve``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_PY = '''"""A clip_perception encoder on Triton's Python backend."""
+from clip_perception.serving.python_backend import TritonPythonModel  # noqa: F401
+'''
+
+
+def _params(**values: str) -> str:
+    return "".join(f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
+                   for k, v in values.items())
+
+
+def image_config(name: str, model: str, kind: str, instances: int, max_batch: int,
+                 max_queue_delay_us: int, precision: str, download_root: str) -> str:
+    return (f'name: "{name}_image"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
+            'input [\n'
+            '  { name: "frames" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] },\n'
+            '  { name: "boxes" data_type: TYPE_FP32 dims: [ -1, 4 ] }\n]\n'
+            'output [\n'
+            '  { name: "embeddings" data_type: TYPE_FP32 dims: [ -1, -1 ] },\n'
+            '  { name: "seconds" data_type: TYPE_FP32 dims: [ 1 ] }\n]\n'
+            f'dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}\n'
+            f'instance_group [ {{ count: {instances} kind: {kind} }} ]\n'
+            + _params(model=model, kind="image", precision=precision,
+                      download_root=download_root))
+
+
+def text_config(name: str, model: str, kind: str, precision: str, download_root: str) -> str:
+    return (f'name: "{name}_text"\nbackend: "python"\nmax_batch_size: 0\n'
+            'input [ { name: "texts" data_type: TYPE_STRING dims: [ -1 ] } ]\n'
+            'output [\n'
+            '  { name: "embeddings" data_type: TYPE_FP32 dims: [ -1, -1 ] },\n'
+            '  { name: "logit_scale" data_type: TYPE_FP32 dims: [ 1 ] },\n'
+            '  { name: "input_size" data_type: TYPE_INT32 dims: [ 1 ] }\n]\n'
+            f'instance_group [ {{ count: 1 kind: {kind} }} ]\n'
+            + _params(model=model, kind="text", precision=precision,
+                      download_root=download_root))
+
+
+def write_repository(out: str | Path, model: str, name: str = "clip", device: str = "auto",
+                     instances: int = 1, max_batch: int = 8, max_queue_delay_us: int = 0,
+                     precision: str = "auto", download_root: str | None = None) -> list[Path]:
+    """Write the two models under ``out``; returns the files written.
+
+    ``device``: ``cpu`` gives KIND_CPU instances, anything else KIND_GPU (Triton
+    places them on its GPUs).
+    """
+    if '"' in model or '"' in (download_root or ""):
+        raise ValueError("model and download_root must not contain '\"'")
+    kind = "KIND_CPU" if device.strip().lower() == "cpu" else "KIND_GPU"
+    root = Path(out)
+    configs = {
+        f"{name}_image": image_config(name, model, kind, instances, max_batch,
+                                      max_queue_delay_us, precision, download_root or ""),
+        f"{name}_text": text_config(name, model, kind, precision, download_root or ""),
+    }
+    written = []
+    for model_name, config in configs.items():
+        (root / model_name / "1").mkdir(parents=True, exist_ok=True)
+        for path, text in ((root / model_name / "config.pbtxt", config),
+                           (root / model_name / "1" / "model.py", MODEL_PY)):
+            path.write_text(text)
+            written.append(path)
+    return written

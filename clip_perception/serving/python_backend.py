@@ -1,0 +1,46 @@
+"""The served encoder as a model of Triton's own Python backend (production: NVIDIA's
+Triton container), written out by :mod:`.model_repository`.
+
+Each model's ``1/model.py`` only imports :class:`TritonPythonModel` from here, so
+the container runs the same code as ``python -m clip_perception.serve``:
+``triton_python_backend_utils`` is the module the backend provides to its models.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..core.encoders import load_encoder
+from .window_model import TextEmbedder, WindowEmbedder, image_responses, text_responses
+
+
+class TritonPythonModel:
+    """One instance of ``NAME_image`` or ``NAME_text``; the encoder is named by the
+    model's config parameters (``model``, ``kind``, ``precision``, ``download_root``)."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        device = ("cpu" if args.get("model_instance_kind") != "GPU"
+                  else f"cuda:{args['model_instance_device_id']}")
+        encoder = load_encoder(params["model"], device, params.get("precision", "auto"),
+                               params.get("download_root") or None)
+        if params["kind"] == "image":
+            self._embedder, self._respond = WindowEmbedder(encoder), image_responses
+        else:
+            self._embedder, self._respond = TextEmbedder(encoder), text_responses
+        self._inputs = [i["name"] for i in config["input"]]
+
+    def execute(self, requests):
+        import triton_python_backend_utils as pb_utils
+
+        arrays = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy()
+                   for name in self._inputs} for r in requests]
+        try:
+            outputs = self._respond(self._embedder, arrays)
+        except Exception as exc:  # noqa: BLE001 - every request gets the error, the model stays
+            error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        return [pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(name, value) for name, value in out.items()])
+                for out in outputs]

@@ -1,0 +1,131 @@
+"""``python -m clip_perception.serve``: host an encoder on Triton Inference Server (PyTriton).
+
+Any encoder the node can load (a CLIP name, a checkpoint path or
+``module:factory``) is served as two models (see :mod:`..core.triton_protocol`): an image
+model that takes a uint8 frame and its window boxes and returns one embedding
+per window, cropping on the server's device, and a text model. The image model
+batches requests dynamically. Binds to 127.0.0.1 unless ``--host`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from functools import partial
+
+from ..core import triton_protocol as protocol
+from .environment import ensure_server_environment
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m clip_perception.serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="ViT-B/32",
+                   help="CLIP name, checkpoint path or module:factory (as the node's model)")
+    p.add_argument("--name", default="clip",
+                   help="served name: models NAME_image and NAME_text; nodes use "
+                        "model:=triton://HOST:GRPC_PORT/NAME (default: clip)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16")
+    p.add_argument("--download-root", default=None, help="where named CLIP weights are kept")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1, this machine only; "
+                        "0.0.0.0 serves the network)")
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--instances", type=int, default=1,
+                   help="model instances (each runs requests concurrently; one encoder shared)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="most frames one dynamic batch of the image model holds")
+    p.add_argument("--max-queue-delay-us", type=int, default=0,
+                   help="how long a request may wait for others to fill a batch (microseconds; "
+                        "default 0: requests that queue while the model is busy are still "
+                        "batched, and a lone request does not wait)")
+    p.add_argument("--verbose", action="store_true", help="print Triton's own log")
+    p.add_argument("--export-repository", metavar="DIR", default=None,
+                   help="write a Triton model repository (Python backend) serving this encoder "
+                        "to DIR, for NVIDIA's Triton container, and exit")
+    args = p.parse_args(argv)
+    if args.instances < 1 or args.max_batch < 1 or args.max_queue_delay_us < 0:
+        p.error("--instances and --max-batch must be >= 1, --max-queue-delay-us >= 0")
+    return args
+
+
+def serve(args: argparse.Namespace) -> int:
+    import numpy as np
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    from ..core.encoders import ModelLoadError, load_encoder
+    from .window_model import TextEmbedder, WindowEmbedder, image_responses, text_responses
+
+    try:
+        encoder = load_encoder(args.model, args.device, args.precision, args.download_root)
+    except ModelLoadError as exc:
+        print(f"clip_perception.serve: {exc}", file=sys.stderr)
+        return 2
+    config = TritonConfig(
+        http_address=args.host, http_port=args.http_port,
+        grpc_address=args.host, grpc_port=args.grpc_port,
+        metrics_address=args.host, metrics_port=args.metrics_port,
+        log_verbose=1 if args.verbose else 0, exit_on_error=True,
+    )
+    with Triton(config=config) as triton:
+        triton.bind(
+            model_name=protocol.image_model(args.name),
+            infer_func=[partial(image_responses, WindowEmbedder(encoder))
+                        for _ in range(args.instances)],
+            inputs=[Tensor(name=protocol.FRAMES, dtype=np.uint8, shape=(-1, -1, 3)),
+                    Tensor(name=protocol.BOXES, dtype=np.float32, shape=(-1, 4))],
+            outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1)),
+                     Tensor(name=protocol.SECONDS, dtype=np.float32, shape=(1,))],
+            config=ModelConfig(max_batch_size=args.max_batch, batcher=DynamicBatcher(
+                max_queue_delay_microseconds=args.max_queue_delay_us)),
+            strict=True,
+        )
+        triton.bind(
+            model_name=protocol.text_model(args.name),
+            infer_func=partial(text_responses, TextEmbedder(encoder)),
+            inputs=[Tensor(name=protocol.TEXTS, dtype=bytes, shape=(-1,))],
+            outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1)),
+                     Tensor(name=protocol.LOGIT_SCALE, dtype=np.float32, shape=(1,)),
+                     Tensor(name=protocol.INPUT_SIZE, dtype=np.int32, shape=(1,))],
+            config=ModelConfig(batching=False),
+            strict=True,
+        )
+        print(f"clip_perception.serve: serving '{args.model}' as triton://{args.host}:"
+              f"{args.grpc_port}/{args.name} (http {args.http_port}, metrics "
+              f"{args.metrics_port}, {args.instances} instance(s), dynamic batches of up to "
+              f"{args.max_batch} frames)", flush=True)
+        triton.serve()
+    return 0
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops the server as Ctrl-C does, so PyTriton ends tritonserver and
+    removes its workspace (by default a Python process dies on SIGTERM without either)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)  # --help and bad flags answer before any re-exec
+    if args.export_repository:
+        from .model_repository import write_repository
+
+        for path in write_repository(args.export_repository, args.model, args.name,
+                                     args.device, args.instances, args.max_batch,
+                                     args.max_queue_delay_us, args.precision,
+                                     args.download_root):
+            print(path)
+        return 0
+    ensure_server_environment(argv)
+    _stop_on_sigterm()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    return serve(args)

@@ -1,0 +1,114 @@
+"""The node, over real DDS, with ``model:=triton://127.0.0.1:PORT/NAME`` against a real
+Triton server (PyTriton) on loopback: same answers as in-process, an outage that is
+reported and survived, and recovery once the server is back.
+
+Written against the node's observable behaviour (topics, /diagnostics, its log),
+not its internals.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from ros_harness import COLOR_MODEL, NodeProcess, Probe, stamp_of
+
+from clip_perception.core.detector import Detector
+from clip_perception.serving.environment import triton_python
+from clip_perception.testing import color_encoder
+from clip_perception.testing.scenes import make_scene
+
+pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed "
+                    "(requirements-dev.txt)")
+if triton_python() is None:
+    pytest.skip("no .venv-triton for the server: run `make triton-setup` (`make test` does)",
+                allow_module_level=True)
+
+from clip_perception.tools.triton_process import TritonServerProcess  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+T0 = 1_700_000_000 * 10**9
+
+
+def defaults() -> dict:
+    from clip_perception.ros.parameters import PARAMS
+
+    return {p.name: p.default for p in PARAMS}
+
+
+def send_until_answered(probe: Probe, rgb, stamp: int, timeout: float):
+    """Publish the frame until a debug image carries its stamp; None if none in time."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        probe.image(rgb, stamp)
+        if probe.spin_until(lambda: any(stamp_of(m) == stamp
+                                        for _, m in probe.received["debug_image"]), 0.25):
+            return time.monotonic()
+    return None
+
+
+def failures(probe: Probe) -> int:
+    return int(probe.counters().get("frames_failed", 0))
+
+
+def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_domain, tmp_path):
+    from clip_perception.ros.parameters import detector_config
+
+    server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color").start()
+    node = probe = None
+    try:
+        server.wait_ready(180)
+        node = NodeProcess(ros_domain, tmp_path / "node.log",
+                           {"model": server.url + "?timeout=5", "diagnostics_period": 0.5})
+        probe = Probe(ros_domain)
+        assert probe.wait_for_node(60), f"node never subscribed:\n{node.log()}"
+        assert probe.command("find the red block", expect_targets="red block")
+
+        local = Detector(color_encoder.factory("cpu"), detector_config(defaults()))
+        rng = np.random.default_rng(11)
+        frames = [make_scene(rng, target_colour="red", present=p, distractors=2)
+                  for p in (True, False, True)]
+        for i, s in enumerate(frames):  # the in-process answers, frame by frame
+            before = len(probe.received["region"])
+            assert send_until_answered(probe, s.image, T0 + i, 30), node.log()
+            assert probe.spin_until(lambda i=i: len(probe.received["detected"]) > i, 5)
+            want = local.detect(s.image, ["red block"]).targets[0]
+            assert probe.latest("detected").data is want.present
+            if want.present:
+                assert probe.spin_until(lambda b=before: len(probe.received["region"]) > b, 5)
+                r = probe.latest("region")
+                assert (r.x_offset, r.y_offset, r.x_offset + r.width,
+                        r.y_offset + r.height) == want.box
+        failed_before = failures(probe)
+
+        server.stop(hard=True)  # the outage: SIGKILL, no goodbye
+        outage_end = time.monotonic() + 3.0
+        stamp = T0 + 100
+        while time.monotonic() < outage_end:
+            stamp += 1
+            probe.image(frames[0].image, stamp)
+            probe.spin(0.2)
+        assert probe.spin_until(lambda: failures(probe) > failed_before, 5), \
+            f"the outage is not counted in /diagnostics: {probe.counters()}"
+        status = probe.latest("/diagnostics").status[0]
+        assert status.level >= status.WARN, "diagnostics must not say OK during an outage"
+        assert node.alive(), node.log()
+        log = node.log()
+        assert f"127.0.0.1:{server.grpc_port}/color" in log, "the log must name the server"
+        assert log.count("did not answer") <= 3, "the outage must be logged throttled"
+
+        server.start()
+        server.wait_ready(180)
+        back = time.monotonic()
+        answered = send_until_answered(probe, frames[0].image, T0 + 1000, 20)
+        assert answered is not None, f"no answer after the server came back:\n{node.log()}"
+        assert answered - back <= 5.0, f"answered {answered - back:.1f} s after the server's return"
+        assert probe.spin_until(lambda: probe.latest("detected").data is True, 5)
+        assert node.alive()
+    finally:
+        if probe is not None:
+            probe.close()
+        if node is not None:
+            node.stop()
+        server.stop()

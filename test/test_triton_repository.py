@@ -1,0 +1,120 @@
+"""The production path: ``clip_perception.serve --export-repository`` writes a standard
+model repository for Triton's own Python backend. Served here by the ``tritonserver``
+binary and Python backend that PyTriton's wheel carries (the same backend as NVIDIA's
+container), it must give the in-process answers through ``triton://``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip_perception.core.detector import Detector
+from clip_perception.core.encoders import load_encoder
+from clip_perception.serving.environment import REPO_ROOT, triton_python
+from clip_perception.serving.model_repository import write_repository
+from clip_perception.testing import color_encoder, random_clip
+from clip_perception.testing.scenes import make_scene
+
+MODELS = {"color": ("clip_perception.testing.color_encoder:factory",
+                    lambda: color_encoder.factory("cpu")),
+          "tiny": ("clip_perception.testing.random_clip:tiny", lambda: random_clip.tiny("cpu"))}
+
+
+def test_export_writes_the_layout_triton_expects(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "clip_perception.serve", "--export-repository", str(tmp_path),
+         "--model", "ViT-B/32", "--name", "clip", "--instances", "2", "--max-batch", "4"],
+        capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ,
+                                                            "PYTHONPATH": str(REPO_ROOT)})
+    assert out.returncode == 0, out.stderr
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["clip_image/1/model.py", "clip_image/config.pbtxt",
+                     "clip_text/1/model.py", "clip_text/config.pbtxt"]
+    image = (tmp_path / "clip_image" / "config.pbtxt").read_text()
+    for line in ('name: "clip_image"', 'backend: "python"', "max_batch_size: 4",
+                 "count: 2 kind: KIND_GPU", 'string_value: "ViT-B/32"', "dynamic_batching"):
+        assert line in image
+    text = (tmp_path / "clip_text" / "config.pbtxt").read_text()
+    assert 'name: "clip_text"' in text and "max_batch_size: 0" in text
+    assert "TritonPythonModel" in (tmp_path / "clip_image" / "1" / "model.py").read_text()
+
+
+def python_backend(python: Path, into: Path) -> tuple[Path, Path, Path]:
+    """tritonserver, a backend directory with Triton's Python backend and the stub for
+    ``python``'s version, and the libraries tritonserver needs, from PyTriton's wheel."""
+    probe = ("import pathlib, sys, pytriton; p = pathlib.Path(pytriton.__file__).parent; "
+             "print(p); print(p.parent / 'nvidia_pytriton.libs'); "
+             "print(f'{sys.version_info[0]}.{sys.version_info[1]}')")
+    pkg, libs, version = subprocess.run([str(python), "-c", probe], capture_output=True,
+                                        text=True, check=True).stdout.split()
+    server = Path(pkg) / "tritonserver"
+    backend = into / "backends" / "python"
+    backend.mkdir(parents=True)
+    for f in (server / "backends" / "python").iterdir():
+        if f.is_file():
+            shutil.copy(f, backend)
+    shutil.copy(server / "python_backend_stubs" / version / "triton_python_backend_stub", backend)
+    return server / "bin" / "tritonserver", into / "backends", Path(libs)
+
+
+@pytest.mark.slow
+def test_exported_repository_on_tritonserver_gives_in_process_answers(tmp_path):
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
+    python = triton_python()
+    if python is None:
+        pytest.skip("no .venv-triton (PyTriton's wheel carries tritonserver): run "
+                    "`make triton-setup` (`make test` does)")
+    from clip_perception.serving.environment import with_python_lib_dir
+    from clip_perception.tools.triton_process import free_ports
+
+    repo = tmp_path / "repo"
+    for name, (spec, _) in MODELS.items():
+        write_repository(repo, spec, name, device="cpu")
+    binary, backends, libs = python_backend(python, tmp_path)
+    libdir = subprocess.run([str(python), "-c", "import sysconfig; "
+                             "print(sysconfig.get_config_var('LIBDIR'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    env = with_python_lib_dir(dict(os.environ))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, str(libs), env["LD_LIBRARY_PATH"]])
+    env["PATH"] = os.pathsep.join([str(Path(python).parent), env["PATH"]])  # the stub's Python
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    http, grpc, metrics = free_ports(3)
+    log = open(tmp_path / "tritonserver.log", "wb")
+    proc = subprocess.Popen(
+        [str(binary), f"--model-repository={repo}", f"--backend-directory={backends}",
+         "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
+         f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        encoders = {}
+        for name in MODELS:
+            url = f"triton://127.0.0.1:{grpc}/{name}?connect_timeout=180"
+            encoders[name] = load_encoder(url)
+        rng = np.random.default_rng(4)
+        for name, (_, local_factory) in MODELS.items():
+            local, remote = Detector(local_factory()), Detector(encoders[name])
+            for colour in ("red", "blue"):
+                image = make_scene(rng, target_colour=colour, distractors=2).image
+                a = local.detect(image, [f"{colour} block"]).targets[0]
+                b = remote.detect(image, [f"{colour} block"]).targets[0]
+                assert (a.present, a.box) == (b.present, b.box), name
+                assert a.score == pytest.approx(b.score, abs=1e-5)
+    except BaseException:
+        log.flush()
+        print((tmp_path / "tritonserver.log").read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()

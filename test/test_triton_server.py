@@ -1,0 +1,152 @@
+"""A real Triton server (PyTriton, ``python -m clip_perception.serve``) on 127.0.0.1.
+
+The remote encoder must give the in-process answers on the same frames, for
+more than one encoder; a killed server must cost clean per-call exceptions,
+and a restarted one must be used again within 5 s of being ready.
+The server runs in .venv-triton (``make triton-setup``; ``make test`` makes it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from clip_perception.core.crops import FrameUploader, crop_windows
+from clip_perception.core.detector import Detector
+from clip_perception.core.encoders import EncoderUnavailableError, load_encoder
+from clip_perception.core.image_formats import Frame
+from clip_perception.serving.environment import triton_python
+from clip_perception.testing import color_encoder, random_clip
+from clip_perception.testing.scenes import make_scene
+
+pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed "
+                    "(requirements-dev.txt)")
+if triton_python() is None:
+    pytest.skip("no .venv-triton for the server: run `make triton-setup` (`make test` does)",
+                allow_module_level=True)
+
+from clip_perception.tools.triton_process import TritonServerProcess  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+MODELS = {  # served spec -> the same encoder in this process
+    "color": ("clip_perception.testing.color_encoder:factory",
+              lambda: color_encoder.factory("cpu")),
+    "tiny_clip": ("clip_perception.testing.random_clip:tiny",
+                  lambda: random_clip.tiny("cpu")),
+}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """One server per model, started together (each takes ~10 s to come up)."""
+    log_dir = tmp_path_factory.mktemp("triton")
+    started = {kind: TritonServerProcess(spec, log_dir / f"{kind}.log", name=kind).start()
+               for kind, (spec, _) in MODELS.items()}
+    try:
+        for server in started.values():
+            server.wait_ready(180)
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def scenes(seed=0):
+    rng = np.random.default_rng(seed)
+    return [(c, make_scene(rng, target_colour=c, present=p, distractors=2).image)
+            for c, p in (("red", True), ("blue", True), ("green", False), ("yellow", True))]
+
+
+def local_windows(encoder, image, boxes):
+    uploaded = FrameUploader("cpu")(Frame.from_rgb(image))
+    if hasattr(encoder, "encode_normalized"):
+        return encoder.encode_normalized(crop_windows(encoder.normalize(uploaded), boxes,
+                                                      encoder.input_size))
+    return encoder.encode_images(crop_windows(uploaded, boxes, encoder.input_size))
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_remote_encoder_gives_the_in_process_answers(servers, kind):
+    remote = load_encoder(servers[kind].url)
+    local = MODELS[kind][1]()
+    assert remote.input_size == local.input_size
+    assert remote.logit_scale == pytest.approx(float(getattr(local, "logit_scale", 100.0)))
+    texts = ["a red block", "a table", "something else entirely"]
+    np.testing.assert_allclose(remote.encode_texts(texts), local.encode_texts(texts),
+                               rtol=1e-5, atol=1e-5)
+    local_detector, remote_detector = Detector(local), Detector(remote)
+    for colour, image in scenes():
+        boxes = local_detector.windows_for(640, 480)
+        np.testing.assert_allclose(remote.encode_windows(image, boxes),
+                                   local_windows(local, image, boxes), rtol=1e-5, atol=1e-5)
+        targets = [f"{colour} block", "cyan block"]
+        want = local_detector.detect(image, targets)
+        got = remote_detector.detect(image, targets)
+        assert [t.present for t in got.targets] == [t.present for t in want.targets]
+        assert [t.box for t in got.targets] == [t.box for t in want.targets]
+        assert got.crops == want.crops
+    # crops given as images (8-bit frames of their own) match up to 8-bit rounding
+    crops = crop_windows(FrameUploader("cpu")(Frame.from_rgb(scenes()[0][1])),
+                         local_detector.windows_for(640, 480)[:11], local.input_size)
+    quantised = (crops * 255).round() / 255
+    np.testing.assert_allclose(remote.encode_images(crops), local.encode_images(quantised),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_concurrent_clients_batched_together_each_get_their_own_answers(servers):
+    """Requests from several robots at once share dynamic batches; none gets another's."""
+    local = MODELS["color"][1]()
+    frames = [image for _, image in scenes(seed=5)] * 2
+    boxes = Detector(local).windows_for(640, 480)
+    results: dict[int, np.ndarray] = {}
+
+    def client(i):
+        encoder = load_encoder(servers["color"].url)
+        for _ in range(3):
+            results[i] = encoder.encode_windows(frames[i], boxes).numpy()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(frames))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i, image in enumerate(frames):
+        np.testing.assert_allclose(results[i], local_windows(local, image, boxes), atol=1e-6)
+
+
+def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
+    server = servers["color"]
+    remote = load_encoder(server.url + "?timeout=5")
+    detector = Detector(remote)
+    colour, image = scenes()[0]
+    before = detector.detect(image, [f"{colour} block"])
+    assert before.present
+
+    server.stop(hard=True)  # SIGKILL: tritonserver and the Python backend go at once
+    for _ in range(3):
+        start = time.monotonic()
+        with pytest.raises(EncoderUnavailableError, match=r"triton://127\.0\.0\.1:\d+/color"):
+            detector.detect(image, [f"{colour} block"])
+        assert time.monotonic() - start < 5.5, "a down server must fail within the timeout"
+    with pytest.raises(EncoderUnavailableError):
+        detector.set_targets(["a never embedded phrase"])  # text embedding: a clean error too
+    with pytest.raises(EncoderUnavailableError):
+        remote.encode_texts(["red"])
+
+    server.start()
+    server.wait_ready(180)
+    ready = time.monotonic()
+    while True:
+        try:
+            after = detector.detect(image, [f"{colour} block"])
+            break
+        except EncoderUnavailableError:
+            assert time.monotonic() - ready < 5.0, "not recovered within 5 s of the server's return"
+            time.sleep(0.05)
+    assert time.monotonic() - ready < 5.0
+    assert [t.box for t in after.targets] == [t.box for t in before.targets]
+    detector.set_targets(["a never embedded phrase"])  # text works again too
