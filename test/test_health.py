@@ -69,6 +69,18 @@ def test_one_error_is_a_warning_for_one_window_only(clock):
     assert r.level == OK and r.values["errors_in_window"] == "0"
 
 
+def test_an_unavailable_encoder_is_an_error_until_it_leaves_the_window(clock):
+    health = Health(window=5.0, clock=clock)
+    health.started()
+    clock.now = 1.0
+    health.error("encoder_unavailable")
+    health.error("image")
+    r = report(health)
+    assert r.level == ERROR and "encoder unavailable" in r.message
+    clock.now = 6.1
+    assert report(health).level == OK
+
+
 def test_a_dead_worker_is_an_error_whatever_else_holds(clock):
     health = Health(clock=clock)
     health.started()

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from clip_perception.core.encoders import EncoderUnavailableError
 from clip_perception.core.health import ERROR, OK, WARN, Health
 from clip_perception.core.inference_loop import InferenceLoop
 
@@ -39,7 +40,8 @@ class FakeDetector:
     """detect() returns every target present; frames named in ``fail`` raise; a closed
     ``gate`` holds detect() until opened; phrases in ``bad_phrases`` cannot be embedded."""
 
-    def __init__(self, bad_phrases=(), fail=(), kill=()):
+    def __init__(self, bad_phrases=(), fail=(), kill=(), down=()):
+        self.down = set(down)
         self.config = SimpleNamespace(refine=False, refine_stages=0, crop_budget=10)
         self.bad_phrases = set(bad_phrases)
         self.fail, self.kill = set(fail), set(kill)
@@ -66,6 +68,8 @@ class FakeDetector:
             raise ThreadKiller()
         if frame in self.fail:
             raise Boom(f"bad frame {frame}")
+        if frame in self.down:
+            raise EncoderUnavailableError("server 127.0.0.1:1 is down")
         present = not str(frame).startswith("absent")
         return SimpleNamespace(
             frame=frame, windows=[], refined=True, present=present,
@@ -424,6 +428,24 @@ def test_errors_reach_the_health_window_and_leave_it():
         h.loop.submit(None, "bad")
         assert until(lambda: h.loop.counters()["frames_failed"] == 1)
         assert h.loop.health_report().level == WARN
+        now[0] = 2.0
+        h.run("good")
+        assert h.loop.health_report().level == OK
+    finally:
+        h.loop.stop(1.0)
+
+
+def test_an_unavailable_encoder_is_an_error_and_the_loop_recovers_by_itself():
+    """A remote encoder that is down: ERROR in health, counted, then answers again."""
+    now = [0.0]
+    h = Harness(FakeDetector(down={"down"}), health=Health(window=1.0, clock=lambda: now[0]))
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    try:
+        h.loop.submit(None, "down")
+        assert until(lambda: h.loop.counters()["frames_failed"] == 1)
+        assert h.loop.health_report().level == ERROR
+        assert "encoder_unavailable" in {k for k, _ in h.problems}
         now[0] = 2.0
         h.run("good")
         assert h.loop.health_report().level == OK

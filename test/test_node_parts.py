@@ -31,6 +31,14 @@ def test_slot_keeps_only_the_newest_item_and_counts_the_rest():
     assert slot.take(0.01) is None
 
 
+def test_slot_clear_discards_the_waiting_item_and_counts_it():
+    slot = LatestSlot()
+    assert not slot.clear() and slot.dropped == 0
+    slot.put(1)
+    assert slot.clear() and slot.dropped == 1
+    assert slot.take(timeout=0.01) is None
+
+
 def test_slot_wakes_a_waiting_consumer_and_close_releases_it():
     slot = LatestSlot()
     got = []

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 OK, WARN, ERROR = 0, 1, 2
+# Error kinds that mean no frame can be answered until something outside is fixed.
+OUTAGE_KINDS = frozenset({"encoder_unavailable"})
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
 
 
@@ -126,6 +128,9 @@ class Health:
         if running and busy_for is not None and busy_for > self.stall_after:
             return HealthReport(ERROR, f"worker stalled: one frame has taken "
                                        f"{busy_for:.0f} s", values)
+        if OUTAGE_KINDS.intersection(kinds):
+            return HealthReport(ERROR, f"encoder unavailable: {errors} errors in the last "
+                                       f"{self.window:g} s ({', '.join(kinds)})", values)
         if self.target_error:
             return HealthReport(WARN, f"target update failed, old target kept: "
                                       f"{self.target_error}", values)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .encoders import EncoderUnavailableError
 from .health import Health, HealthReport
 from .latest_slot import LatestSlot
 from .timings import Timings
@@ -358,6 +359,10 @@ class InferenceLoop:
         try:
             detection = detector.detect(job.frame, targets=targets.phrases,
                                         with_heatmap=with_heatmap)
+        except EncoderUnavailableError as exc:  # a remote encoder is down: ERROR until it answers
+            self._count("frames_failed")
+            self._problem("encoder_unavailable", f"encoder unavailable, frame skipped: {exc}")
+            return
         except Exception as exc:
             self._count("frames_failed")
             self._problem("inference", f"inference failed on a {_size(job.frame)} frame, "

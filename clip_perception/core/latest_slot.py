@@ -38,6 +38,14 @@ class LatestSlot(Generic[T]):
             item, self._item = self._item, None
             return item
 
+    def clear(self) -> bool:
+        """Discard a waiting item (counted as dropped); True if there was one."""
+        with self._cond:
+            had = self._item is not None
+            self.dropped += int(had)
+            self._item = None
+            return had
+
     def close(self) -> None:
         """Wake the consumer; later :meth:`take` calls return at once."""
         with self._cond:
