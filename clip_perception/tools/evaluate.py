@@ -361,8 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.line())
     refined = reports[1]
     for report in reports[1:]:
+        if len(reports) > 2:  # several modes: say whose buckets follow
+            print(f"{report.name} per object size:")
         for line in report.bucket_lines():
-            print(f"{report.name}{line}")
+            print(line)
     threshold, accuracy = best_threshold(refined.present_scores, refined.absent_scores)
     print(f"presence threshold: accuracy {refined.presence_accuracy:.3f} at "
           f"{config.presence_threshold:g}; best on these scenes {threshold:.3f} "
