@@ -344,8 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   f"{name}/hybrid")
                 print(encoder_row(f"{name}/hybrid", hybrid))
         print(f"goals (presence >= {GOALS['presence_accuracy']}, pointing >= {GOALS['pointing']}, "
-              f"IoU >= 0.5 on >= {GOALS['iou50']}, crops <= {MAX_CROPS}) on every encoder: "
-              f"{'met' if met else 'MISSED'}")
+              f"IoU >= 0.5 on >= {GOALS['iou50']}, crops <= {MAX_CROPS}) on every encoder, "
+              f"crop mode: {'met' if met else 'MISSED'}")
         return 0
 
     model = known_answer.spec(args.encoder) if args.encoder else (args.model or COLOR_ENCODER)
