@@ -56,7 +56,7 @@ $(TRITON_STAMP): requirements-triton.txt
 test: lint $(TRITON_STAMP)
 	$(VPY) -m pytest -q test $(PYTEST_ARGS)
 
-# The core only: no DDS, no ROS processes, nothing slow (well under 30 s).
+# The core only: no DDS, no ROS processes, nothing slow (about 30 s on 2 cores).
 test-fast: $(STAMP)
 	$(VPY) -m pytest -q test -m "not ros and not slow" $(PYTEST_ARGS)
 
