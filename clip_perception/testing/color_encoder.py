@@ -83,6 +83,23 @@ def cell_fractions(index: torch.Tensor, dim: int, patch: int) -> torch.Tensor:
     return sums / area
 
 
+def text_axes(texts: Sequence[str], names: Sequence[str], dim: int, other: int,
+              device) -> torch.Tensor:
+    """``[M, dim]`` text embeddings: a colour word -> its axis; a scene word -> axis
+    ``other``; anything else -> every colour axis (``0 .. other-1``)."""
+    out = torch.zeros(len(texts), dim, device=device)
+    for row, text in enumerate(texts):
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        colours = [i for i, name in enumerate(names) if name in words]
+        if colours:
+            out[row, colours] = 1.0
+        elif words & SCENE_WORDS:
+            out[row, other] = 1.0
+        else:
+            out[row, :other] = 1.0
+    return out
+
+
 class ColorEncoder:
     """Colour-histogram encoder with the :class:`~clip_perception.core.encoders.Encoder` API."""
 
@@ -112,17 +129,7 @@ class ColorEncoder:
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Colour words -> their palette axes; scene words -> "other"; else all colours."""
         self.text_calls += 1
-        out = torch.zeros(len(texts), self.dim, device=self.device)
-        for row, text in enumerate(texts):
-            words = set(re.findall(r"[a-z]+", text.lower()))
-            colours = [i for i, name in enumerate(self.names) if name in words]
-            if colours:
-                out[row, colours] = 1.0
-            elif words & SCENE_WORDS:
-                out[row, -1] = 1.0
-            else:
-                out[row, :-1] = 1.0
-        return out
+        return text_axes(texts, self.names, self.dim, self.dim - 1, self.device)
 
 
 def factory(device: torch.device | str = "cpu") -> ColorEncoder:

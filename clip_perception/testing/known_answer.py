@@ -27,7 +27,6 @@ name through :func:`load` / the evaluation tool's ``--encoder``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -36,12 +35,12 @@ import torch
 from .color_encoder import (
     DENSE_PATCH,
     PALETTE,
-    SCENE_WORDS,
     cell_fractions,
     class_fractions,
     dense_grid,
     even_edges,
     palette_index,
+    text_axes,
 )
 
 Curve = Callable[[torch.Tensor], torch.Tensor]
@@ -142,16 +141,7 @@ class KnownAnswerEncoder:
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Colour words -> their axes; scene words -> "other"; else all colours evenly."""
         self.text_calls += 1
-        out = torch.zeros(len(texts), self.dim, device=self.device)
-        for row, text in enumerate(texts):
-            words = set(re.findall(r"[a-z]+", text.lower()))
-            colours = [i for i, name in enumerate(self.names) if name in words]
-            if colours:
-                out[row, colours] = 1.0
-            elif words & SCENE_WORDS:
-                out[row, self.colours] = 1.0
-            else:
-                out[row, : self.colours] = 1.0
+        out = text_axes(texts, self.names, self.dim, self.colours, self.device)
         out = torch.nn.functional.normalize(out, dim=-1)
         common = self.response.common
         if common:

@@ -65,6 +65,14 @@ def _overlaps(box, boxes, gap: int) -> bool:
     )
 
 
+def _free_box(rng, w, h, width, height, taken, gap):
+    """A w x h box at a random position in the frame, or None if it lands on ``taken``."""
+    x0 = int(rng.integers(0, width - w + 1))
+    y0 = int(rng.integers(0, height - h + 1))
+    box = (x0, y0, x0 + w, y0 + h)
+    return None if _overlaps(box, taken, gap) else box
+
+
 def _place(rng, width, height, size_range, taken, gap=12, tries=200):
     low, high = size_range
     if low > min(width, height):
@@ -72,10 +80,8 @@ def _place(rng, width, height, size_range, taken, gap=12, tries=200):
     for _ in range(tries):
         w = int(rng.integers(low, min(high, width) + 1))
         h = int(rng.integers(low, min(high, height) + 1))
-        x0 = int(rng.integers(0, width - w + 1))
-        y0 = int(rng.integers(0, height - h + 1))
-        box = (x0, y0, x0 + w, y0 + h)
-        if not _overlaps(box, taken, gap):
+        box = _free_box(rng, w, h, width, height, taken, gap)
+        if box is not None:
             return box
     return None
 
@@ -261,10 +267,8 @@ def _place_thin(rng, width, height, target_area, taken, shape, gap=12, tries=200
             w = h = side
             if 3 * np.pi * side > target_area / 2 + 1:
                 return None
-        x0 = int(rng.integers(0, width - w + 1))
-        y0 = int(rng.integers(0, height - h + 1))
-        box = (x0, y0, x0 + w, y0 + h)
-        if not _overlaps(box, taken, gap):
+        box = _free_box(rng, w, h, width, height, taken, gap)
+        if box is not None:
             return box
     return None
 
