@@ -39,3 +39,28 @@ def ros_domain() -> int:
         domain = next(_domains)
     assert domain <= 232, "Fast DDS domain ids end at 232"
     return domain
+
+
+@pytest.fixture
+def start(ros_domain, tmp_path):
+    """start(params, env, remaps, namespace) -> (node process, probe); both torn down after.
+
+    For the node tests over DDS (test_node.py, test_node_findings.py).
+    """
+    from ros_harness import NodeProcess, Probe  # here: only DDS tests need the harness
+
+    started: list[tuple[NodeProcess, Probe]] = []
+
+    def _start(params=None, env=None, wait=True, remaps=None, namespace="/"):
+        node = NodeProcess(ros_domain, tmp_path / f"node{len(started)}.log", params, env=env,
+                           remaps=remaps)
+        probe = Probe(ros_domain, namespace)
+        started.append((node, probe))
+        if wait:
+            assert probe.wait_for_node(40), f"node never subscribed:\n{node.log()}"
+        return node, probe
+
+    yield _start
+    for node, probe in started:
+        probe.close()
+        node.stop()

@@ -21,26 +21,6 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(300)]
 T0 = 1_700_000_000 * 10**9  # frame stamps: recognisably not "now"
 
 
-@pytest.fixture
-def start(ros_domain, tmp_path):
-    """start(params, env, remaps, namespace) -> (node process, probe); both torn down after."""
-    started: list[tuple[NodeProcess, Probe]] = []
-
-    def _start(params=None, env=None, wait=True, remaps=None, namespace="/"):
-        node = NodeProcess(ros_domain, tmp_path / f"node{len(started)}.log", params, env=env,
-                           remaps=remaps)
-        probe = Probe(ros_domain, namespace)
-        started.append((node, probe))
-        if wait:
-            assert probe.wait_for_node(40), f"node never subscribed:\n{node.log()}"
-        return node, probe
-
-    yield _start
-    for node, probe in started:
-        probe.close()
-        node.stop()
-
-
 def scene(colour="red", present=True, distractors=1, seed=3):
     return make_scene(np.random.default_rng(seed), target_colour=colour, present=present,
                       distractors=distractors)

@@ -10,29 +10,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from ros_harness import SLOW_MODEL, NodeProcess, Probe, stamp_of
+from ros_harness import SLOW_MODEL, stamp_of
 from test_node import T0, scene, send_until
 
 pytestmark = pytest.mark.ros
 FAULTY_MODEL = "faulty_encoder:factory"  # test/faulty_encoder.py
-
-
-@pytest.fixture
-def start(ros_domain, tmp_path):
-    """start(params, env) -> (node process, probe) once the node listens; torn down after."""
-    started: list[tuple[NodeProcess, Probe]] = []
-
-    def _start(params=None, env=None):
-        node = NodeProcess(ros_domain, tmp_path / f"node{len(started)}.log", params, env=env)
-        probe = Probe(ros_domain)
-        started.append((node, probe))
-        assert probe.wait_for_node(40), f"node never subscribed:\n{node.log()}"
-        return node, probe
-
-    yield _start
-    for node, probe in started:
-        probe.close()
-        node.stop()
 
 
 def lifecycle(probe, *transition_ids) -> None:
