@@ -16,7 +16,7 @@ from clip_perception.core.config import DetectorConfig
 from clip_perception.core.detector import Detection, TargetResult
 from clip_perception.core.drawing import annotate
 from clip_perception.core.latest_slot import LatestSlot
-from clip_perception.core.log_throttle import ProblemLog
+from clip_perception.core.log_throttle import OVERFLOW_KIND, ProblemLog
 from clip_perception.core.timings import Timings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +67,19 @@ def test_problem_log_throttles_per_kind_and_counts_everything():
     assert log.report("a", "third a")
     assert lines == ["first a", "first b", "third a (1 more like this in the last 6 s)"]
     assert log.counts == {"a": 3, "b": 1}
+
+
+def test_problem_log_stays_bounded_under_ever_different_kinds():
+    lines, now = [], [0.0]
+    log = ProblemLog(lines.append, period=5.0, clock=lambda: now[0], max_kinds=8)
+    for i in range(5000):  # e.g. malformed images of 5000 different sizes
+        log.report(f"image/rgb8/{i}x1", f"bad image {i}")
+    assert len(log.counts) == 9 and len(log._last) <= 9 and len(log._suppressed) <= 9
+    assert sum(log.counts.values()) == 5000, "every occurrence is still counted"
+    assert log.counts[OVERFLOW_KIND] == 5000 - 8
+    assert len(lines) == 9, "the overflow is throttled like one kind"
+    assert log.report("image/rgb8/0x1", "a known kind again") is False  # throttled as before
+    assert log.counts["image/rgb8/0x1"] == 2
 
 
 def test_timings_report_percentiles_per_stage():
