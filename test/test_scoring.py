@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Sequence
 
@@ -143,3 +144,46 @@ def test_low_precision_embeddings_are_scored_in_float32() -> None:
     images, classes = scores_setup(2)
     probs, _ = target_scores(images.to(torch.bfloat16), classes, 2, 10.0)
     assert probs.dtype == torch.float32
+
+
+
+class _PausingCache(dict):
+    """A cache that pauses the reader thread right after it found ``phrase`` cached."""
+
+    def __init__(self, phrase: str, reader: list, checked: threading.Event,
+                 cleared: threading.Event):
+        super().__init__()
+        self.phrase, self.reader, self.checked, self.cleared = phrase, reader, checked, cleared
+
+    def __contains__(self, key) -> bool:
+        found = super().__contains__(key)
+        if key == self.phrase and found and threading.current_thread() is self.reader[0]:
+            self.checked.set()
+            self.cleared.wait(0.5)  # with a lock, the clearing thread waits for us instead
+        return found
+
+
+def test_classes_are_consistent_while_another_thread_overflows_the_cache() -> None:
+    """The worker reads classes() while the executor thread prepares new targets; a
+    prepare that overflows the cache clears it, and that must not break the reader."""
+    bank = make_bank(CountingEncoder(), max_entries=3)
+    checked, cleared, reader, got = threading.Event(), threading.Event(), [], []
+    bank.phrases(["hammer"])
+    cache = _PausingCache("hammer", reader, checked, cleared)
+    cache.update(bank._cache)
+    bank._cache = cache
+
+    def read() -> None:
+        try:
+            got.append(bank.classes(["hammer"]))
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            got.append(exc)
+
+    reader.append(threading.Thread(target=read))
+    reader[0].start()
+    assert checked.wait(5)
+    bank.phrases(["saw", "drill", "wrench"])  # 1 + 3 > 3 entries: the cache is cleared
+    cleared.set()
+    reader[0].join(5)
+    assert not isinstance(got[0], Exception), f"classes() failed: {got[0]!r}"
+    assert torch.allclose(got[0][0], ensemble("hammer"), atol=1e-6)

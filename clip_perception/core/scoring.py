@@ -7,6 +7,7 @@ background prompts and a neutral prompt, so a target's probability is never
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +20,9 @@ class TextBank:
     """Normalised, prompt-ensembled text embeddings, computed once per phrase.
 
     A new target costs one text pass for its prompts; background and neutral
-    embeddings are computed on first use and kept.
+    embeddings are computed on first use and kept. Thread-safe: the worker
+    reads while the executor thread embeds new targets (which may clear the
+    cache when it is full).
     """
 
     def __init__(self, encoder: Encoder, templates: Sequence[str], backgrounds: Sequence[str],
@@ -32,6 +35,7 @@ class TextBank:
         self.max_entries = max_entries
         self._cache: dict[str, torch.Tensor] = {}
         self._context: torch.Tensor | None = None
+        self._lock = threading.RLock()
 
     def _embed(self, phrases: Sequence[str]) -> torch.Tensor:
         """One encoder call for all phrases x templates; ``[len(phrases), D]``."""
@@ -42,6 +46,10 @@ class TextBank:
 
     def phrases(self, phrases: Sequence[str]) -> torch.Tensor:
         """Embeddings of ``phrases``, encoding only those not cached yet."""
+        with self._lock:
+            return self._phrases(phrases)
+
+    def _phrases(self, phrases: Sequence[str]) -> torch.Tensor:
         missing = [p for p in dict.fromkeys(phrases) if p not in self._cache]
         if missing:
             if len(self._cache) + len(missing) > self.max_entries:
@@ -53,13 +61,15 @@ class TextBank:
 
     def context(self) -> torch.Tensor:
         """Background prompts then the neutral prompt, ``[B + 1, D]``."""
-        if self._context is None:
-            self._context = self._embed([*self.backgrounds, self.neutral])
-        return self._context
+        with self._lock:
+            if self._context is None:
+                self._context = self._embed([*self.backgrounds, self.neutral])
+            return self._context
 
     def classes(self, targets: Sequence[str]) -> torch.Tensor:
         """All classes of the softmax: targets, backgrounds, neutral."""
-        return torch.cat([self.phrases(targets), self.context()], dim=0)
+        with self._lock:
+            return torch.cat([self.phrases(targets), self.context()], dim=0)
 
 
 def target_scores(image_embeddings: torch.Tensor, classes: torch.Tensor, n_targets: int,
