@@ -182,7 +182,21 @@ class Detector:
         return (probs.cpu().numpy().astype(np.float64),
                 evidence.cpu().numpy().astype(np.float64))
 
-    def _refine(self, image, classes, hits: list[Box], width: int, height: int,
+    def _refine(self, *args, **kwargs):
+        """:meth:`_refine_steps` run to the end, scoring with :meth:`_score` (hybrid mode)."""
+        return self._drive(self._refine_steps(*args, **kwargs))
+
+    def _drive(self, steps):
+        """Run a scoring generator (:meth:`_steps`, :meth:`_refine_steps`) one request at
+        a time; its return value."""
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(self._score(*request))
+        except StopIteration as done:
+            return done.value
+
+    def _refine_steps(self, image, classes, hits: list[Box], width: int, height: int,
                 budget: int, stages: int, alpha: float, cell: int, method: str | None = None,
                 context: tuple[np.ndarray, np.ndarray] | None = None):
         """Coarse to fine: each stage places a finer grid around the previous box.
@@ -195,7 +209,8 @@ class Detector:
         probs [K, T])``, that overlap the stage's region) or ``heatmap``
         (:func:`~.localization.best_box` with ``alpha``).
 
-        Returns per target the final box (or None) and its :class:`FinePass`
+        A generator (see :meth:`_steps`): it yields each stage's scoring request
+        and returns per target the final box (or None) and its :class:`FinePass`
         per stage; and the crops spent. A stage needs about
         :data:`STAGE_CROPS` windows per target to be worth it, so with many
         targets sharing the budget fewer stages run.
@@ -214,7 +229,7 @@ class Detector:
                 break
             grids = [refine_windows(a, width, height, per_target) for a in anchors]
             sizes = [len(g) for g in grids]
-            probs, evidence = self._score(image, np.concatenate(grids), classes, n)
+            probs, evidence = yield (image, np.concatenate(grids), classes, n)
             spent += sum(sizes)
             split = np.cumsum(sizes)[:-1]
             for t, (part, ev) in enumerate(zip(np.split(probs, split), np.split(evidence, split))):
@@ -245,6 +260,67 @@ class Detector:
 
         ``frame`` is a :class:`Frame` or an ``(H, W, 3)`` uint8 RGB array.
         """
+        return self._drive(self._steps(frame, targets, with_heatmap))
+
+    def detect_batch(self, frames: Sequence[Frame | np.ndarray],
+                     targets: Sequence[str] | None = None,
+                     with_heatmap: bool = False) -> list[Detection]:
+        """:meth:`detect` on several frames at once, one encoder pass per stage.
+
+        The frames advance in lockstep: their coarse windows are cropped on the
+        device (one ``roi_align`` per frame), concatenated and encoded in one
+        forward pass, then each refine stage likewise. The results equal
+        :meth:`detect` per frame up to the encoder's batch arithmetic. Hybrid
+        mode runs per frame (it has no crop stages to merge), and a remote
+        encoder (``encode_windows``) gets one request per frame and stage.
+        """
+        with self._lock:
+            targets = tuple(targets) if targets is not None else self._targets
+        active = [self._steps(f, targets, with_heatmap) for f in frames]
+        results: list[Detection | None] = [None] * len(active)
+        replies: list = [None] * len(active)
+        while True:
+            requests = {}
+            for i, steps in enumerate(active):
+                if steps is None:
+                    continue
+                try:
+                    requests[i] = steps.send(replies[i])
+                except StopIteration as done:
+                    results[i], active[i] = done.value, None
+            if not requests:
+                return results
+            replies = [None] * len(active)
+            for i, reply in zip(requests, self._score_many(list(requests.values()))):
+                replies[i] = reply
+
+    @torch.inference_mode()
+    def _score_many(self, requests: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`_score` for several ``(image, boxes, classes, n)`` requests, one
+        encoder pass for all of them (a remote encoder: one call each)."""
+        if len(requests) == 1 or hasattr(self.encoder, "encode_windows"):
+            return [self._score(*r) for r in requests]
+        normalize = getattr(self.encoder, "normalize", None)
+        encode_normalized = getattr(self.encoder, "encode_normalized", None)
+        fused = normalize is not None and encode_normalized is not None
+        crops = torch.cat([crop_windows(normalize(image) if fused else image, boxes,
+                                       self.input_size) for image, boxes, _, _ in requests])
+        embeddings = (encode_normalized if fused else self.encoder.encode_images)(crops)
+        out, start = [], 0
+        for _, boxes, classes, n in requests:
+            part = embeddings[start:start + len(boxes)]
+            start += len(boxes)
+            probs, evidence = target_scores(part, classes, n, self.logit_scale)
+            out.append((probs.cpu().numpy().astype(np.float64),
+                        evidence.cpu().numpy().astype(np.float64)))
+        return out
+
+    def _steps(self, frame: Frame | np.ndarray, targets: Sequence[str] | None,
+               with_heatmap: bool):
+        """The body of :meth:`detect` as a generator: yields each scoring request
+        ``(image, boxes, classes, n_targets)``, is sent back ``(probs, evidence)``,
+        and returns the :class:`Detection`. :meth:`detect` drives one,
+        :meth:`detect_batch` several in lockstep."""
         frame = _as_frame(frame)
         with self._lock:
             config = self.config
@@ -261,7 +337,7 @@ class Detector:
         if config.mode == "hybrid" and supports_dense(self.encoder):
             return detect_hybrid(self, image, targets, classes, config, width, height,
                                  with_heatmap)
-        probs, evidence = self._score(image, windows, classes, n)
+        probs, evidence = yield (image, windows, classes, n)
         crops = len(windows)
 
         full = (np.flatnonzero(whole_frame_mask(windows, width, height))[:1]
@@ -274,7 +350,7 @@ class Detector:
         refined: list[Box | None] = [None] * n
         passes: list[list[FinePass]] = [[] for _ in range(n)]
         if config.refine:
-            refined, passes, spent = self._refine(
+            refined, passes, spent = yield from self._refine_steps(
                 image, classes, hits, width, height, config.crop_budget - crops,
                 config.refine_stages, config.box_alpha, config.heatmap_stride,
                 method=config.box_method, context=(windows, probs))
