@@ -3,17 +3,23 @@
 :class:`InferenceLoop` owns everything between "a frame arrived" and "publish
 this result":
 
-* a :class:`~.latest_slot.LatestSlot`: a frame arriving while another is
-  processed replaces the waiting one (counted as dropped); the slot is
-  cleared on :meth:`~InferenceLoop.start` and :meth:`~InferenceLoop.stop`,
-  so no frame from before a stop is processed after it;
-* a worker thread running the detector on the newest frame;
+* one newest-frame slot per camera (:class:`~.latest_slot.CameraSlots`): a
+  frame arriving while another is processed replaces the waiting one of the
+  same camera (counted as dropped); the slots are cleared on
+  :meth:`~InferenceLoop.start` and :meth:`~InferenceLoop.stop`, so no frame
+  from before a stop is processed after it;
+* a worker thread running the detector on the newest frames: every camera's
+  waiting frame, round-robin, up to ``max_batch``, as one batched detection
+  (``detector.detect_batch``: one encoder pass per stage); one frame alone
+  goes through ``detector.detect``;
 * a publisher thread calling ``publish(result)`` while the worker starts on
   the next frame (at most ``outbox_size`` results wait between them);
-* the targets, versioned: each job runs with one version and its result is
+* the targets (shared by all cameras), versioned: each job runs with one version and its result is
   published only while that version is still current (otherwise it is
   counted as superseded), checked again on the publisher thread;
-* health (:mod:`.health`) and counters.
+* health (:mod:`.health`, one for the loop) and counters, also per camera
+  (:meth:`~InferenceLoop.camera_figures`); found/not-found changes are
+  tracked per camera.
 
 Every worker and publisher iteration is guarded: an exception is counted,
 reported through ``report(kind, message)``, and the loop goes on. A failed
@@ -26,16 +32,17 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .encoders import EncoderUnavailableError
 from .health import Health, HealthReport
-from .latest_slot import LatestSlot
+from .latest_slot import CameraSlots
 from .timings import Timings
 
+CAMERA_COUNTERS = ("frames_submitted", "frames_processed", "frames_failed")
 COUNTERS = ("frames_submitted", "frames_processed", "frames_without_target", "frames_failed",
             "results_superseded", "results_after_stop", "publish_failed", "loop_errors",
             "target_updates", "target_updates_failed", "stop_timeouts", "frames_cleared")
@@ -53,11 +60,13 @@ class Targets:
 
 @dataclass(frozen=True)
 class Job:
-    """One submitted frame: an opaque header (the node's), the frame, its receive time."""
+    """One submitted frame: an opaque header (the node's), the frame, its receive time
+    and its camera."""
 
     header: Any
     frame: Any
     received: float
+    camera: str = ""
 
 
 @dataclass
@@ -76,6 +85,7 @@ class Result:
     with_heatmap: bool
     received: float
     changes: list = field(default_factory=list)
+    camera: str = ""
 
 
 class _Run:
@@ -86,7 +96,7 @@ class _Run:
         self.abandoned = threading.Event()  # stop gave up waiting: discard what comes later
         self.outbox: queue.Queue = queue.Queue(maxsize=outbox_size)
         self.busy_since: float | None = None
-        self.found: dict[str, bool] = {}  # publisher thread only
+        self.found: dict[str, dict[str, bool]] = {}  # per camera; publisher thread only
         self.found_version = -1
         self.worker: threading.Thread | None = None
         self.publisher: threading.Thread | None = None
@@ -102,6 +112,10 @@ class InferenceLoop:
         health: windowed health; a 10 s window by default.
         stop_timeout: how long :meth:`stop` waits for the job in flight.
         clock: monotonic seconds (receive times, wait timings).
+        cameras: the camera names (``("",)``: one unnamed camera); frames are
+            submitted with their camera's name.
+        max_batch: frames detected together at most (default: one per camera).
+        rate_window: seconds over which :meth:`camera_figures` measures ``rate_hz``.
     """
 
     def __init__(self, publish: Callable[[Result], None], *,
@@ -109,7 +123,9 @@ class InferenceLoop:
                  want_heatmap: Callable[[], bool] = lambda: False,
                  health: Health | None = None, stop_timeout: float = 30.0,
                  outbox_size: int = 2, poll: float = 0.2,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter,
+                 cameras: Sequence[str] = ("",), max_batch: int | None = None,
+                 rate_window: float = 10.0):
         self._publish = publish
         self._report = report or (lambda kind, message: _log.warning(message))
         self._want_heatmap = want_heatmap
@@ -122,7 +138,16 @@ class InferenceLoop:
         self._lock = threading.Lock()          # counts, targets, detector, run
         self._update_lock = threading.Lock()   # one target/detector change at a time
         self._counts: Counter[str] = Counter({k: 0 for k in COUNTERS})
-        self._slot: LatestSlot[Job] = LatestSlot()
+        self.cameras = tuple(cameras)
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"duplicate camera names in {list(self.cameras)}")
+        self.max_batch = max(1, int(max_batch or len(self.cameras)))
+        self._rate_window = rate_window
+        self._slot: CameraSlots[Job] = CameraSlots(self.cameras)
+        self._camera_counts: dict[str, Counter[str]] = {
+            c: Counter(dict.fromkeys(CAMERA_COUNTERS, 0)) for c in self.cameras}
+        self._camera_cleared: Counter[str] = Counter()
+        self._result_times: dict[str, deque[float]] = {c: deque() for c in self.cameras}
         self._targets = Targets(0, ())
         self._detector = None
         self._run: _Run | None = None
@@ -146,12 +171,35 @@ class InferenceLoop:
         """Every counter, ``frames_dropped`` (replaced or cleared frames) included."""
         with self._lock:
             counts = dict(self._counts)
-        counts["frames_dropped"] = self._slot.dropped + counts.pop("frames_cleared")
+        counts["frames_dropped"] = sum(self._slot.dropped.values()) + counts.pop("frames_cleared")
         return counts
 
-    def _count(self, key: str, n: int = 1) -> None:
+    def camera_figures(self) -> dict[str, dict[str, float]]:
+        """Per camera: ``frames_submitted``, ``frames_processed``, ``frames_failed``,
+        ``frames_dropped`` and ``rate_hz`` (results published over the last
+        ``rate_window`` seconds)."""
+        now = self._clock()
+        figures = {}
+        with self._lock:
+            for camera in self.cameras:
+                row: dict[str, float] = dict(self._camera_counts[camera])
+                row["frames_dropped"] = (self._slot.dropped[camera]
+                                         + self._camera_cleared[camera])
+                times = self._result_times[camera]
+                while times and times[0] < now - self._rate_window:
+                    times.popleft()
+                row["rate_hz"] = round(len(times) / self._rate_window, 2)
+                figures[camera] = row
+        return figures
+
+    def _count(self, key: str, n: int = 1, camera: str | None = None) -> None:
         with self._lock:
             self._counts[key] += n
+            if camera is not None:
+                if key == "frames_cleared":
+                    self._camera_cleared[camera] += n
+                elif key in CAMERA_COUNTERS:
+                    self._camera_counts[camera][key] += n
 
     def _problem(self, kind: str, message: str) -> None:
         """Count an error in the health window and report it; never raises."""
@@ -262,13 +310,18 @@ class InferenceLoop:
         return message
 
     # --- frames ---------------------------------------------------------------------
-    def submit(self, header: Any, frame: Any, received: float | None = None) -> None:
-        """Offer a frame (replacing one still waiting); ignored while stopped."""
+    def submit(self, header: Any, frame: Any, received: float | None = None,
+               camera: str = "") -> None:
+        """Offer ``camera``'s frame (replacing its one still waiting); ignored while
+        stopped. Raises KeyError for a camera the loop was not made with."""
+        if camera not in self._camera_counts:
+            raise KeyError(f"unknown camera {camera!r}; cameras: {list(self.cameras)}")
         if self._run is None:
             return
-        self._count("frames_submitted")
+        self._count("frames_submitted", camera=camera)
         self.health.input()
-        self._slot.put(Job(header, frame, self._clock() if received is None else received))
+        self._slot.put(camera, Job(header, frame, self._clock() if received is None
+                                   else received, camera))
 
     # --- start / stop ---------------------------------------------------------------
     def start(self) -> None:
@@ -331,13 +384,14 @@ class InferenceLoop:
         try:
             while not run.stop.is_set():
                 try:
-                    job = self._slot.take(timeout=self._poll)
-                    if job is None:
+                    jobs = [job for _, job in self._slot.take(self.max_batch, self._poll)]
+                    if not jobs:
                         continue
                     if run.stop.is_set():  # taken while stopping: dropped, not processed
-                        self._count("frames_cleared")
+                        for job in jobs:
+                            self._count("frames_cleared", camera=job.camera)
                         continue
-                    self._process(run, job)
+                    self._process(run, jobs)
                 except Exception as exc:  # anything outside detect too: count, go on
                     self._count("loop_errors")
                     self._problem("worker", f"inference loop error, frame skipped: {exc!r}")
@@ -346,29 +400,62 @@ class InferenceLoop:
         finally:
             self._worker_exited(run)
 
-    def _process(self, run: _Run, job: Job) -> None:
+    def _process(self, run: _Run, jobs: list[Job]) -> None:
         run.busy_since = self._clock()
         with self._lock:
             targets, detector = self._targets, self._detector
         if detector is None or not targets.phrases:
-            self._count("frames_without_target")
+            self._count("frames_without_target", len(jobs))
             return
         with_heatmap = bool(self._want_heatmap())
         start = self._clock()
-        self.timings.add("wait", start - job.received)
-        try:
-            detection = detector.detect(job.frame, targets=targets.phrases,
-                                        with_heatmap=with_heatmap)
-        except EncoderUnavailableError as exc:  # a remote encoder is down: ERROR until it answers
-            self._count("frames_failed")
-            self._problem("encoder_unavailable", f"encoder unavailable, frame skipped: {exc}")
-            return
-        except Exception as exc:
-            self._count("frames_failed")
-            self._problem("inference", f"inference failed on a {_size(job.frame)} frame, "
-                                       f"skipped: {exc!r}")
-            return
+        for job in jobs:
+            self.timings.add("wait", start - job.received)
+        detections = self._detect(detector, jobs, targets, with_heatmap)
         self.timings.add("processing", self._clock() - start)
+        for job, detection in zip(jobs, detections):
+            if detection is not None:
+                self._hand_over(run, detector, job, detection, targets, with_heatmap)
+
+    def _detect(self, detector, jobs: list[Job], targets: Targets,
+                with_heatmap: bool) -> list:
+        """Detections for ``jobs`` (None where a frame failed: counted and reported).
+
+        Several frames go through ``detector.detect_batch`` when it has one; if the
+        batch fails for another reason than an unavailable encoder, each frame is
+        retried alone, so one bad frame costs only itself."""
+        batch = getattr(detector, "detect_batch", None)
+        if len(jobs) > 1 and batch is not None:
+            try:
+                return list(batch([j.frame for j in jobs], targets=targets.phrases,
+                                  with_heatmap=with_heatmap))
+            except EncoderUnavailableError as exc:
+                for job in jobs:
+                    self._failed(job, exc)
+                return [None] * len(jobs)
+            except Exception:
+                pass  # find the frame that fails below
+        out = []
+        for job in jobs:
+            try:
+                out.append(detector.detect(job.frame, targets=targets.phrases,
+                                           with_heatmap=with_heatmap))
+            except Exception as exc:
+                self._failed(job, exc)
+                out.append(None)
+        return out
+
+    def _failed(self, job: Job, exc: Exception) -> None:
+        self._count("frames_failed", camera=job.camera)
+        if isinstance(exc, EncoderUnavailableError):  # a remote encoder is down: ERROR
+            self._problem("encoder_unavailable", f"encoder unavailable, frame skipped: {exc}")
+        else:
+            where = f" from camera {job.camera!r}" if job.camera else ""
+            self._problem("inference", f"inference failed on a {_size(job.frame)} "
+                                       f"frame{where}, skipped: {exc!r}")
+
+    def _hand_over(self, run: _Run, detector, job: Job, detection, targets: Targets,
+                   with_heatmap: bool) -> None:
         self._check_budget(detector, job, detection)
         if run.abandoned.is_set():
             self._count("results_after_stop")
@@ -376,7 +463,8 @@ class InferenceLoop:
         if targets.version != self._targets.version:
             self._count("results_superseded")
             return
-        result = Result(job.header, job.frame, detection, targets, with_heatmap, job.received)
+        result = Result(job.header, job.frame, detection, targets, with_heatmap, job.received,
+                        camera=job.camera)
         while True:  # bounded: inference waits if publishing lags
             try:
                 run.outbox.put(result, timeout=self._poll)
@@ -428,9 +516,10 @@ class InferenceLoop:
             return
         if run.found_version != result.targets.version:
             run.found, run.found_version = {}, result.targets.version
+        found = run.found.setdefault(result.camera, {})
         for target in result.detection.targets:
-            if run.found.get(target.phrase) != target.present:
-                run.found[target.phrase] = target.present
+            if found.get(target.phrase) != target.present:
+                found[target.phrase] = target.present
                 result.changes.append(target)
         start = self._clock()
         try:
@@ -440,7 +529,9 @@ class InferenceLoop:
             self._problem("publish", f"publishing failed: {exc!r}")
             return
         self.timings.add("publish", self._clock() - start)
-        self._count("frames_processed")
+        self._count("frames_processed", camera=result.camera)
+        with self._lock:
+            self._result_times[result.camera].append(self._clock())
         self.health.result()
 
 
