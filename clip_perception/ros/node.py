@@ -10,6 +10,11 @@ targets and the health reported on ``/diagnostics``.
 * deactivate: stop the loop (the slot is cleared: no frame from before
   survives) and unsubscribe; cleanup: release the model.
 
+Parameter ``cameras`` names several cameras served by one model: camera
+``c`` reads ``c/image`` (``c/depth``, ``c/camera_info``) and publishes
+``c/detected``, ``c/region``, ... ; ``command`` and ``targets`` stay shared.
+The default ``[""]`` is one unnamed camera on today's topics.
+
 By default the node configures and activates itself (``autostart``). A
 command sets the ``target`` parameter, so ``ros2 param get`` shows what the
 node looks for; parameter side effects run after the values are set.
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import dataclass
+from functools import partial
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -39,13 +46,34 @@ from . import param_hooks
 from .diagnostics import Diagnostics
 from .inputs import CameraInput, image_qos
 from .outputs import RELIABLE, Outputs
-from .parameters import DETECTOR_FIELDS, PARAMS, depth_range, descriptor, detector_config
+from .parameters import (
+    DETECTOR_FIELDS,
+    PARAMS,
+    camera_names,
+    depth_range,
+    descriptor,
+    detector_config,
+)
 from .rgbd_inputs import RgbdCameraInput
 from .spatial_outputs import SpatialOutputs
 
 __all__ = ["PerceptionNode", "image_qos", "main"]
 
 HEALTH_WINDOW_PERIODS = 10  # the health window, in diagnostics periods
+
+
+@dataclass
+class Camera:
+    """One camera's input and (between configure and cleanup) outputs."""
+
+    name: str
+    input: CameraInput | RgbdCameraInput
+    outputs: Outputs | None = None
+    spatial: SpatialOutputs | None = None
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}/" if self.name else ""
 
 
 def _preview(text: str, limit: int = 60) -> str:
@@ -69,22 +97,33 @@ class PerceptionNode(LifecycleNode):
         self.command_problems = ProblemLog(log.warning, period=1.0)
         self.command_counts: Counter[str] = Counter(commands_received=0, commands_rejected=0)
         period = self._values["diagnostics_period"]
+        self._camera_error: str | None = None
+        try:
+            names = camera_names(self._values)
+        except ValueError as exc:  # reported at configure, which fails
+            self._camera_error, names = str(exc), ("",)
         self.loop = InferenceLoop(
             self._publish_result, report=lambda kind, message: self.problems.report(kind, message),
-            want_heatmap=lambda: self.outputs is not None and (
-                self.outputs.want_heatmap() or self._values["use_depth"]),  # 3D weights
-            health=Health(window=HEALTH_WINDOW_PERIODS * period))
+            want_heatmap=lambda: any(  # use_depth: heatmaps weight the 3D positions
+                c.outputs is not None and (c.outputs.want_heatmap() or self._values["use_depth"])
+                for c in self.cameras.values()),
+            health=Health(window=HEALTH_WINDOW_PERIODS * period), cameras=names)
         v = self._values
-        camera_kwargs = dict(on_reject=lambda: self.loop.record_error("image"),
-                             on_frame=lambda header: self._record_age("transport", header))
-        if v["image_transport"] == "raw" and not v["use_depth"]:
-            self.camera = CameraInput(self, self.loop.submit, self.problems, **camera_kwargs)
-        else:  # compressed colour and/or depth + camera_info: ros/rgbd_inputs.py
-            self.camera = RgbdCameraInput(
-                self, self.loop.submit, self.problems, transport=v["image_transport"],
-                use_depth=v["use_depth"], tolerance=v["depth_sync_tolerance"], **camera_kwargs)
-        self.outputs: Outputs | None = None
-        self.spatial: SpatialOutputs | None = None
+        self.cameras: dict[str, Camera] = {}
+        for name in names:
+            prefix = f"{name}/" if name else ""
+            camera_kwargs = dict(on_reject=lambda: self.loop.record_error("image"),
+                                 on_frame=lambda header: self._record_age("transport", header))
+            sink = partial(self.loop.submit, camera=name)
+            if v["image_transport"] == "raw" and not v["use_depth"]:
+                camera_input = CameraInput(self, sink, self.problems, topic=prefix + "image",
+                                           **camera_kwargs)
+            else:  # compressed colour and/or depth + camera_info: ros/rgbd_inputs.py
+                camera_input = RgbdCameraInput(
+                    self, sink, self.problems, transport=v["image_transport"],
+                    use_depth=v["use_depth"], tolerance=v["depth_sync_tolerance"],
+                    prefix=prefix, **camera_kwargs)
+            self.cameras[name] = Camera(name, camera_input)
         self.diagnostics: Diagnostics | None = None
         self._command_sub = None
         self._command_source: tuple[str, str] | None = None
@@ -93,6 +132,20 @@ class PerceptionNode(LifecycleNode):
                 self._switch_targets(parse_command(self._values["target"]).targets, "parameter")
             except CommandError as exc:
                 log.error(f"parameter target {self._values['target']!r} ignored: {exc}")
+
+    @property
+    def camera(self) -> CameraInput | RgbdCameraInput:
+        """The first camera's input (the only one by default)."""
+        return next(iter(self.cameras.values())).input
+
+    @property
+    def outputs(self) -> Outputs | None:
+        """The first camera's outputs (they carry the shared targets topic)."""
+        return next(iter(self.cameras.values())).outputs
+
+    @property
+    def spatial(self) -> SpatialOutputs | None:
+        return next(iter(self.cameras.values())).spatial
 
     @property
     def autostart(self) -> bool:
@@ -114,6 +167,9 @@ class PerceptionNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         log = self.get_logger()
         v = self._values
+        if self._camera_error is not None:
+            log.error(f"invalid parameter cameras {list(v['cameras'])}: {self._camera_error}")
+            return TransitionCallbackReturn.FAILURE
         try:
             config = detector_config(v)
             image_qos(v["image_reliability"], v["image_qos_depth"])
@@ -130,14 +186,19 @@ class PerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         detector = Detector(encoder, config)
         self.loop.load(detector)
-        self.outputs = Outputs(self, self._values)
-        self.spatial = SpatialOutputs(self, self._values, self.problems, v["use_depth"],
-                                      getattr(self.camera, "camera_state", lambda: (None, None)))
+        for i, camera in enumerate(self.cameras.values()):
+            camera.outputs = Outputs(self, self._values, camera.prefix,
+                                     targets_topic="targets" if i == 0 else None)
+            camera.spatial = SpatialOutputs(
+                self, self._values, self.problems, v["use_depth"],
+                getattr(camera.input, "camera_state", lambda: (None, None)), camera.prefix)
         if "detections" not in self.outputs.pubs:
             log.info("vision_msgs is not installed: the detections topic is disabled")
         if self.diagnostics is None:  # kept for the node's life (diagnostic_updater declares
             self.diagnostics = Diagnostics(self, self._diagnostic_figures,  # a parameter)
                                            v["diagnostics_period"])
+        if len(self.cameras) > 1 or "" not in self.cameras:
+            log.info(f"{len(self.cameras)} cameras share the model: {', '.join(self.cameras)}")
         log.info(f"model ready on {detector.device}; input {detector.input_size}px, "
                  f"{len(detector.windows_for(640, 480))} coarse windows at 640x480, "
                  f"crop budget {config.crop_budget}")
@@ -145,14 +206,16 @@ class PerceptionNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         v = self._values
-        self.camera.subscribe(image_qos(v["image_reliability"], v["image_qos_depth"]))
+        for camera in self.cameras.values():
+            camera.input.subscribe(image_qos(v["image_reliability"], v["image_qos_depth"]))
         self._command_sub = self.create_subscription(String, "command", self._on_command,
                                                      RELIABLE)
         result = super().on_activate(state)
         self.loop.start()
         self.outputs.publish_targets(self.targets)
         self.get_logger().info(
-            f"active: image '{self.resolve_topic_name(self.camera.topic)}' "
+            "active: image " + ", ".join(f"'{self.resolve_topic_name(c.input.topic)}'"
+                                         for c in self.cameras.values()) + " "
             f"({v['image_reliability']}), "
             f"command '{self.resolve_topic_name('command')}'; "
             + (f"looking for {', '.join(self.targets)}" if self.targets
@@ -161,7 +224,8 @@ class PerceptionNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.loop.stop()
-        self.camera.unsubscribe()
+        for camera in self.cameras.values():
+            camera.input.unsubscribe()
         if self._command_sub is not None:
             self.destroy_subscription(self._command_sub)
             self._command_sub = None
@@ -178,12 +242,13 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
-        if self.outputs is not None:
-            self.outputs.destroy()
-            self.outputs = None
-        if self.spatial is not None:
-            self.spatial.destroy()
-            self.spatial = None
+        for camera in self.cameras.values():
+            if camera.outputs is not None:
+                camera.outputs.destroy()
+                camera.outputs = None
+            if camera.spatial is not None:
+                camera.spatial.destroy()
+                camera.spatial = None
         if not self.loop.release(after=release_memory):
             self.get_logger().warning("a frame is still being processed: the model is "
                                       "released when it finishes")
@@ -257,12 +322,13 @@ class PerceptionNode(LifecycleNode):
 
     # --- results (the loop's publisher thread) --------------------------------
     def _publish_result(self, result: Result) -> None:
-        outputs = self.outputs
+        camera = self.cameras[result.camera]
+        outputs, spatial = camera.outputs, camera.spatial
         if outputs is None:
             raise RuntimeError("no publishers (the node was cleaned up)")
         outputs.publish(result)
-        if self.spatial is not None:
-            self.spatial.publish(result)
+        if spatial is not None:
+            spatial.publish(result)
         self._record_age("latency", result.header)
 
     def _record_age(self, stage: str, header) -> None:
@@ -275,8 +341,26 @@ class PerceptionNode(LifecycleNode):
     # --- diagnostics ------------------------------------------------------------
     def counters(self) -> dict[str, int]:
         """Every input the node saw, and what became of it."""
-        spatial = self.spatial.counts if self.spatial is not None else {}
-        return {**self.loop.counters(), **self.camera.counts, **spatial, **self.command_counts}
+        inputs: Counter[str] = Counter()
+        spatial: Counter[str] = Counter()
+        for camera in self.cameras.values():
+            inputs.update(camera.input.counts)
+            if camera.spatial is not None:
+                spatial.update(camera.spatial.counts)
+        return {**self.loop.counters(), **inputs, **spatial, **self.command_counts}
+
+    def camera_figures(self) -> dict[str, object]:
+        """Per named camera, ``c/<figure>`` (counters, ``rate_hz``); none for the unnamed one."""
+        if "" in self.cameras:
+            return {}
+        figures: dict[str, object] = {}
+        for name, row in self.loop.camera_figures().items():
+            camera = self.cameras[name]
+            row = {**row, **camera.input.counts}
+            if camera.spatial is not None:
+                row.update(camera.spatial.counts)
+            figures.update({f"{name}/{key}": value for key, value in row.items()})
+        return figures
 
     def _diagnostic_figures(self):
         report = self.loop.health_report()
@@ -285,7 +369,7 @@ class PerceptionNode(LifecycleNode):
                               else "no target")
         detector = self.loop.detector
         device = str(detector.device) if detector is not None else ""
-        figures = {**self.counters(), **self.loop.timings.summary(),
+        figures = {**self.counters(), **self.camera_figures(), **self.loop.timings.summary(),
                    "targets": ", ".join(self.targets), "model": self._values["model"],
                    "device": device}
         return report, figures, device

@@ -27,7 +27,10 @@ IMAGE_OUT = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 class Outputs:
     """Publishers of one camera's results; ``values`` are the node's live parameters."""
 
-    def __init__(self, node, values: dict, prefix: str = ""):
+    def __init__(self, node, values: dict, prefix: str = "",
+                 targets_topic: str | None = "targets"):
+        """``targets_topic``: the latched targets topic (not prefixed; shared by the
+        cameras of a node), None for a camera that leaves it to another."""
         self.node = node
         self.values = values
         pub = node.create_lifecycle_publisher
@@ -36,8 +39,9 @@ class Outputs:
             "region": pub(RegionOfInterest, prefix + "region", RELIABLE),
             "debug_image": pub(Image, prefix + "debug_image", IMAGE_OUT),
             "heatmap": pub(Image, prefix + "heatmap", IMAGE_OUT),
-            "targets": pub(String, prefix + "targets", LATCHED),
         }
+        if targets_topic is not None:
+            self.pubs["targets"] = pub(String, targets_topic, LATCHED)
         if vision_msgs is not None:
             self.pubs["detections"] = pub(vision_msgs.Detection2DArray, prefix + "detections",
                                           RELIABLE)
@@ -51,7 +55,8 @@ class Outputs:
         return self.wanted("heatmap", "publish_heatmap")
 
     def publish_targets(self, phrases: tuple[str, ...]) -> None:
-        self.pubs["targets"].publish(String(data=", ".join(phrases)))
+        if "targets" in self.pubs:
+            self.pubs["targets"].publish(String(data=", ".join(phrases)))
 
     def publish(self, result: Result) -> None:
         """Every output of one result, stamped with its frame's header."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -29,6 +30,9 @@ class Param:
 
 _D = DetectorConfig()
 PARAMS: tuple[Param, ...] = (
+    Param("cameras", [""], "camera names; each named camera c has its inputs and outputs "
+          "under c/ (c/image, c/detected, ...) and all share one model; [''] is one unnamed "
+          "camera on image, detected, ...", read_only=True),
     Param("model", "ViT-B/32", "CLIP model name (ViT-B/32, ViT-B/16, RN50, ...), path of a "
           "local checkpoint, or module:factory of your own encoder", read_only=True),
     Param("model_download_root", "", "where named models are cached ('' = ~/.cache/clip)",
@@ -99,6 +103,28 @@ def depth_range(values: dict) -> tuple[float, float]:
     if len(value) != 2 or not 0.0 <= value[0] < value[1]:
         raise ValueError(f"depth_range {value} must be [min, max] metres with 0 <= min < max")
     return value[0], value[1]
+
+
+_NAME_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def camera_names(values: dict) -> tuple[str, ...]:
+    """The validated ``cameras`` (raises ValueError): ROS name tokens, no duplicates;
+    an empty name only as the single default ``[""]``."""
+    names = tuple(str(n) for n in values["cameras"])
+    if names == ("",):
+        return names
+    if not names:
+        raise ValueError("cameras is empty; use [''] for one unnamed camera")
+    for name in names:
+        if not _NAME_TOKEN.fullmatch(name):
+            raise ValueError(f"camera name {name!r} is not a ROS name token (a letter, then "
+                             "letters, digits or _); an empty name only as the single "
+                             "default ['']")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"camera names repeat: {', '.join(duplicates)}")
+    return names
 
 
 def descriptor(param: Param) -> ParameterDescriptor:
