@@ -129,6 +129,13 @@ def rgbd_overrides(image_transport: str, use_depth: str) -> dict[str, object]:
     return overrides
 
 
+def camera_overrides(cameras: str) -> dict[str, object]:
+    """The cameras parameter from a comma-separated launch argument ('' = the file's)."""
+    if not cameras.strip():
+        return {}
+    return {'cameras': [name.strip() for name in cameras.split(',')]}
+
+
 def rgbd_remappings(image_topic: str, depth_topic: str,
                     camera_info_topic: str) -> list[tuple[str, str]]:
     """Remaps of the compressed colour, depth and camera_info inputs."""
@@ -144,6 +151,7 @@ def launch_setup(context, *args, **kwargs) -> list:
     overrides = parameter_overrides(arg('model'), arg('device'), arg('target'),
                                     arg('use_sim_time'))
     overrides.update(rgbd_overrides(arg('image_transport'), arg('use_depth')))
+    overrides.update(camera_overrides(arg('cameras')))
     profile = str(package_share() / 'config' / 'fastdds_large_frames.xml')
     env = large_frames_env(arg('large_frames'), os.environ, profile)
     node = Node(
@@ -205,6 +213,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             'use_depth', default_value='',
             description="true: subscribe depth and camera_info, publish 3D outputs; "
+                        "'' keeps params_file's value"),
+        DeclareLaunchArgument(
+            'cameras', default_value='',
+            description="Comma-separated camera names sharing one model (a,b: topics a/image, "
+                        "a/detected, ...; image_topic remaps only the unnamed camera); "
                         "'' keeps params_file's value"),
         DeclareLaunchArgument(
             'depth_topic', default_value='depth',

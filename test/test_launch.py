@@ -55,6 +55,7 @@ DEFAULTS = {
     "log_level": "info",
     "image_transport": "",
     "use_depth": "",
+    "cameras": "",
     "depth_topic": "depth",
     "camera_info_topic": "camera_info",
 }  # and params_file: share/clip_perception/config/perception.yaml
@@ -295,6 +296,11 @@ class TestLaunchFileNode(unittest.TestCase):
         ]:
             with self.subTest(given=given):
                 self.assertEqual(node_for(given).kwargs["parameters"][1], expected)
+
+    def test_cameras_argument_becomes_a_list_parameter(self):
+        self.assertNotIn("cameras", node_for({}).kwargs["parameters"][1])
+        self.assertEqual(node_for({"cameras": " front, back "}).kwargs["parameters"][1],
+                         {"use_sim_time": False, "cameras": ["front", "back"]})
 
     def test_bad_use_sim_time_is_an_error(self):
         with self.assertRaisesRegex(ValueError, "use_sim_time"):

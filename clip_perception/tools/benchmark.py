@@ -73,6 +73,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="with --ros: frames published per second (default 30)")
     p.add_argument("--duration", type=float, default=20.0,
                    help="with --ros: seconds of publishing (default 20)")
+    p.add_argument("--cameras", type=int, default=None, metavar="N",
+                   help="with --ros: N cameras in one node against N single-camera nodes "
+                        "(memory and per-camera result rate)")
     p.add_argument("--soak", type=float, default=None, metavar="MINUTES",
                    help="with --ros: soak the node for MINUTES (lifecycle cycles, commands, "
                         "parameter changes) and report RSS, threads and fds over time")
