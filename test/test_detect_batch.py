@@ -92,3 +92,39 @@ def test_no_targets_and_hybrid_run_per_frame() -> None:
     batch = detector.detect_batch(frames, targets=("red block",))
     for frame, result in zip(frames, batch):
         same(result, detector.detect(frame, targets=("red block",)))
+
+
+class RemoteLike:
+    """An encoder with encode_windows (as triton:// has): gets the Frame and boxes,
+    crops where it runs; counts its calls."""
+
+    def __init__(self, inner):
+        from clip_perception.core.crops import FrameUploader
+
+        self.inner, self.calls = inner, 0
+        self.input_size, self.device = inner.input_size, inner.device
+        self.logit_scale = inner.logit_scale
+        self._upload = FrameUploader(inner.device)
+
+    def encode_windows(self, frame, boxes):
+        from clip_perception.core.crops import crop_windows
+
+        self.calls += 1
+        return self.inner.encode_images(crop_windows(self._upload(frame), boxes,
+                                                     self.input_size))
+
+    def encode_texts(self, texts):
+        return self.inner.encode_texts(texts)
+
+
+def test_a_remote_encoder_gets_one_request_per_frame_and_stage() -> None:
+    encoder = RemoteLike(known_answer.load("concave"))
+    detector = Detector(encoder, DetectorConfig(refine_stages=2))
+    frames = [s.image for s in scenes(9)]
+    singles = [detector.detect(f, targets=("red block",)) for f in frames]
+    per_frame = encoder.calls // len(frames)
+    encoder.calls = 0
+    batch = detector.detect_batch(frames, targets=("red block",))
+    assert encoder.calls == per_frame * len(frames)
+    for one, got in zip(singles, batch):
+        same(got, one)
