@@ -106,6 +106,9 @@ def test_exported_repository_on_tritonserver_gives_in_process_answers(tmp_path):
                 b = remote.detect(image, [f"{colour} block"]).targets[0]
                 assert (a.present, a.box) == (b.present, b.box), name
                 assert a.score == pytest.approx(b.score, abs=1e-5)
+            # one instance: each frame sent once, the refine passes by id
+            assert encoders[name].frames_sent == 2 and encoders[name].frames_resent == 0
+            assert encoders[name].id_requests >= 2
     except BaseException:
         log.flush()
         print((tmp_path / "tritonserver.log").read_text(errors="replace")[-4000:])
