@@ -6,7 +6,6 @@ container), it must give the in-process answers through ``triton://``."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,24 +45,6 @@ def test_export_writes_the_layout_triton_expects(tmp_path):
     assert "TritonPythonModel" in (tmp_path / "clip_image" / "1" / "model.py").read_text()
 
 
-def python_backend(python: Path, into: Path) -> tuple[Path, Path, Path]:
-    """tritonserver, a backend directory with Triton's Python backend and the stub for
-    ``python``'s version, and the libraries tritonserver needs, from PyTriton's wheel."""
-    probe = ("import pathlib, sys, pytriton; p = pathlib.Path(pytriton.__file__).parent; "
-             "print(p); print(p.parent / 'nvidia_pytriton.libs'); "
-             "print(f'{sys.version_info[0]}.{sys.version_info[1]}')")
-    pkg, libs, version = subprocess.run([str(python), "-c", probe], capture_output=True,
-                                        text=True, check=True).stdout.split()
-    server = Path(pkg) / "tritonserver"
-    backend = into / "backends" / "python"
-    backend.mkdir(parents=True)
-    for f in (server / "backends" / "python").iterdir():
-        if f.is_file():
-            shutil.copy(f, backend)
-    shutil.copy(server / "python_backend_stubs" / version / "triton_python_backend_stub", backend)
-    return server / "bin" / "tritonserver", into / "backends", Path(libs)
-
-
 @pytest.mark.slow
 def test_exported_repository_on_tritonserver_gives_in_process_answers(tmp_path):
     pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
@@ -72,7 +53,7 @@ def test_exported_repository_on_tritonserver_gives_in_process_answers(tmp_path):
         pytest.skip("no .venv-triton (PyTriton's wheel carries tritonserver): run "
                     "`make triton-setup` (`make test` does)")
     from clip_perception.serving.environment import with_python_lib_dir
-    from clip_perception.tools.triton_process import free_ports
+    from clip_perception.tools.triton_process import free_ports, python_backend
 
     repo = tmp_path / "repo"
     for name, (spec, _) in MODELS.items():
