@@ -15,6 +15,7 @@ import pytest
 from clip_perception.core import triton_protocol as protocol
 from clip_perception.core.detector import Detector
 from clip_perception.core.encoders import ModelLoadError
+from clip_perception.core.image_formats import Frame
 from clip_perception.core.triton_encoder import TritonEncoder, parse_triton_url
 from clip_perception.serving.frame_cache import FrameCache
 from clip_perception.serving.window_model import (
@@ -253,3 +254,22 @@ def test_eviction_under_many_clients_is_resent_transparently():
 def test_a_server_without_frame_ids_is_named_as_an_older_protocol():
     with pytest.raises(ModelLoadError, match="older protocol"):
         remote(LocalServer(color_encoder.factory("cpu"), ids_input=False))
+
+
+def test_a_bgr_frame_is_converted_and_sent_once_per_detect(monkeypatch):
+    """The client knows a frame by the pixels it arrived with: its later passes neither
+    convert it to RGB again nor send it; the same bytes in another order are another frame."""
+    server = LocalServer(color_encoder.factory("cpu"))
+    there, local = Detector(remote(server)), Detector(color_encoder.factory("cpu"))
+    conversions = []
+    to_rgb = Frame.to_rgb
+    monkeypatch.setattr(Frame, "to_rgb", lambda self: conversions.append(1) or to_rgb(self))
+    for scene in scene_set(2, seed=9):
+        bgr = Frame(np.ascontiguousarray(scene.image[:, :, ::-1]), "bgr")
+        before = len(conversions)
+        assert same(local.detect(scene.image, [scene.target]), there.detect(bgr, [scene.target]))
+        assert len(conversions) - before == 1
+        as_rgb = Frame.from_rgb(bgr.pixels)  # the same bytes, read as RGB: not the same frame
+        assert same(local.detect(bgr.pixels, [scene.target]), there.detect(as_rgb,
+                                                                          [scene.target]))
+    assert server.cache.received == 4

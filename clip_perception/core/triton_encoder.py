@@ -124,9 +124,9 @@ class TritonEncoder:
         self.input_size = 224
         self.logit_scale = 100.0
         self.max_batch = 1
-        # the frames this client sent lately, by content: (pixels, frame id), newest last
+        # the frames this client sent lately, by content: (pixels, order, frame id), newest last
         self.client_id = secrets.randbits(64)
-        self._recent: list[tuple[np.ndarray, int]] = []
+        self._recent: list[tuple[np.ndarray, str, int]] = []
         self.frames_sent = 0  # image requests that carried a frame
         self.frames_resent = 0  # ... of them because the server no longer held it
         self.id_requests = 0  # image requests that named a frame by its id only
@@ -211,19 +211,21 @@ class TritonEncoder:
         self.failures = 0
 
     # --- the encoder API ----------------------------------------------------------
-    def _known_frame(self, pixels: np.ndarray) -> int | None:
-        """The id of a frame with these pixels that this client sent lately, or None."""
+    def _known_frame(self, pixels: np.ndarray, order: str) -> int | None:
+        """The id of a frame with these pixels (as they arrived: ``order``, before any
+        conversion to RGB) that this client sent lately, or None."""
         with self._lock:
-            for seen, frame_id in reversed(self._recent):
-                if seen.shape == pixels.shape and np.array_equal(seen, pixels):
+            for seen, seen_order, frame_id in reversed(self._recent):
+                if (seen_order == order and seen.shape == pixels.shape
+                        and np.array_equal(seen, pixels)):
                     return frame_id
         return None
 
-    def _remember(self, pixels: np.ndarray, frame_id: int) -> None:
-        copy = pixels.copy()  # the caller may reuse its buffer for the next frame
+    def _remember(self, pixels: np.ndarray, order: str, frame_id: int) -> None:
+        copy = np.array(pixels, copy=True)  # the caller may reuse its buffer for the next frame
         with self._lock:
-            self._recent = [e for e in self._recent if e[1] != frame_id][-(RECENT_FRAMES - 1):]
-            self._recent.append((copy, frame_id))
+            self._recent = [e for e in self._recent if e[2] != frame_id][-(RECENT_FRAMES - 1):]
+            self._recent.append((copy, order, frame_id))
 
     def _image_request(self, pixels: np.ndarray | None, frame_id: int,
                        boxes: np.ndarray) -> dict[str, np.ndarray]:
@@ -246,10 +248,9 @@ class TritonEncoder:
 
         A frame with the pixels of one sent lately is named by its id only; if the
         server answers that it no longer holds it, it is sent again."""
-        pixels = frame.to_rgb() if isinstance(frame, Frame) else frame
-        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        raw, order = (frame.pixels, frame.order) if isinstance(frame, Frame) else (frame, "rgb")
         boxes = np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4)
-        frame_id = self._known_frame(pixels)
+        frame_id = self._known_frame(raw, order)  # before converting: a named frame needs none
         if frame_id is not None:
             out = self._image_request(None, frame_id, boxes)
             if int(out[protocol.STATUS].reshape(-1)[0]) == protocol.OK:
@@ -258,12 +259,14 @@ class TritonEncoder:
                 self.frames_resent += 1
         else:
             frame_id = secrets.randbits(64) or 1  # 0 is UNCACHED
+        pixels = frame.to_rgb() if isinstance(frame, Frame) else frame
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         out = self._image_request(pixels, frame_id, boxes)
         status = int(out[protocol.STATUS].reshape(-1)[0])
         if status != protocol.OK:
             raise EncoderUnavailableError(
                 f"Triton server {self.address} answered status {status} for a frame it was sent")
-        self._remember(pixels, frame_id)
+        self._remember(raw, order, frame_id)
         return torch.from_numpy(np.array(out[protocol.EMBEDDINGS][0], dtype=np.float32))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
