@@ -6,7 +6,6 @@ container), it must give the in-process answers through ``triton://``."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,8 @@ MODELS = {"color": ("clip_perception.testing.color_encoder:factory",
 def test_export_writes_the_layout_triton_expects(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "clip_perception.serve", "--export-repository", str(tmp_path),
-         "--model", "ViT-B/32", "--name", "clip", "--instances", "2", "--max-batch", "4"],
+         "--model", "ViT-B/32", "--name", "clip", "--instances", "2", "--max-batch", "4",
+         "--frame-cache-frames", "5"],
         capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ,
                                                             "PYTHONPATH": str(REPO_ROOT)})
     assert out.returncode == 0, out.stderr
@@ -39,29 +39,14 @@ def test_export_writes_the_layout_triton_expects(tmp_path):
                      "clip_text/1/model.py", "clip_text/config.pbtxt"]
     image = (tmp_path / "clip_image" / "config.pbtxt").read_text()
     for line in ('name: "clip_image"', 'backend: "python"', "max_batch_size: 4",
-                 "count: 2 kind: KIND_GPU", 'string_value: "ViT-B/32"', "dynamic_batching"):
+                 "count: 2 kind: KIND_GPU", 'string_value: "ViT-B/32"', "dynamic_batching",
+                 'name: "frame_ids" data_type: TYPE_UINT64 dims: [ 3 ]',
+                 'name: "status" data_type: TYPE_INT32',
+                 'key: "frame_cache_frames" value: { string_value: "5" }'):
         assert line in image
     text = (tmp_path / "clip_text" / "config.pbtxt").read_text()
     assert 'name: "clip_text"' in text and "max_batch_size: 0" in text
     assert "TritonPythonModel" in (tmp_path / "clip_image" / "1" / "model.py").read_text()
-
-
-def python_backend(python: Path, into: Path) -> tuple[Path, Path, Path]:
-    """tritonserver, a backend directory with Triton's Python backend and the stub for
-    ``python``'s version, and the libraries tritonserver needs, from PyTriton's wheel."""
-    probe = ("import pathlib, sys, pytriton; p = pathlib.Path(pytriton.__file__).parent; "
-             "print(p); print(p.parent / 'nvidia_pytriton.libs'); "
-             "print(f'{sys.version_info[0]}.{sys.version_info[1]}')")
-    pkg, libs, version = subprocess.run([str(python), "-c", probe], capture_output=True,
-                                        text=True, check=True).stdout.split()
-    server = Path(pkg) / "tritonserver"
-    backend = into / "backends" / "python"
-    backend.mkdir(parents=True)
-    for f in (server / "backends" / "python").iterdir():
-        if f.is_file():
-            shutil.copy(f, backend)
-    shutil.copy(server / "python_backend_stubs" / version / "triton_python_backend_stub", backend)
-    return server / "bin" / "tritonserver", into / "backends", Path(libs)
 
 
 @pytest.mark.slow
@@ -72,7 +57,7 @@ def test_exported_repository_on_tritonserver_gives_in_process_answers(tmp_path):
         pytest.skip("no .venv-triton (PyTriton's wheel carries tritonserver): run "
                     "`make triton-setup` (`make test` does)")
     from clip_perception.serving.environment import with_python_lib_dir
-    from clip_perception.tools.triton_process import free_ports
+    from clip_perception.tools.triton_process import free_ports, python_backend
 
     repo = tmp_path / "repo"
     for name, (spec, _) in MODELS.items():
@@ -106,6 +91,9 @@ def test_exported_repository_on_tritonserver_gives_in_process_answers(tmp_path):
                 b = remote.detect(image, [f"{colour} block"]).targets[0]
                 assert (a.present, a.box) == (b.present, b.box), name
                 assert a.score == pytest.approx(b.score, abs=1e-5)
+            # one instance: each frame sent once, the refine passes by id
+            assert encoders[name].frames_sent == 2 and encoders[name].frames_resent == 0
+            assert encoders[name].id_requests >= 2
     except BaseException:
         log.flush()
         print((tmp_path / "tritonserver.log").read_text(errors="replace")[-4000:])
@@ -118,3 +106,54 @@ def test_exported_repository_on_tritonserver_gives_in_process_answers(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
         log.close()
+
+
+def test_exported_image_model_keeps_frames_by_id_and_answers_missing_ones(tmp_path, monkeypatch):
+    """The Python backend's model with a stand-in for ``triton_python_backend_utils``:
+    the config's cache size is used, a frame sent once is answered by id, and an
+    evicted one is answered FRAME_MISSING (the real backend is served in the test above)."""
+    import json
+    import re
+    import types
+
+    from clip_perception.core import triton_protocol as protocol
+    from clip_perception.serving.model_repository import image_config
+    from clip_perception.serving.python_backend import TritonPythonModel
+
+    class Tensor:
+        def __init__(self, name, value):
+            self.name, self.value = name, value
+
+        def as_numpy(self):
+            return self.value
+
+    pb = types.SimpleNamespace(
+        Tensor=Tensor, TritonError=str,
+        get_input_tensor_by_name=lambda request, name: Tensor(name, request[name]),
+        InferenceResponse=lambda output_tensors, error=None: types.SimpleNamespace(
+            outputs={t.name: t.value for t in output_tensors}, error=error))
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    config = image_config("c", MODELS["color"][0], "KIND_CPU", 1, 8, 0, "auto", "",
+                          frame_cache_frames=1)
+    params = {k: {"string_value": v}
+              for k, v in re.findall(r'key: "(\w+)" value: \{ string_value: "([^"]*)"', config)}
+    inputs = re.findall(r'name: "(\w+)" data_type: TYPE_\w+ dims', config)[:3]
+    model = TritonPythonModel()
+    model.initialize({"model_config": json.dumps(
+        {"parameters": params, "input": [{"name": n} for n in inputs]}),
+        "model_instance_kind": "CPU"})
+    rng = np.random.default_rng(2)
+    frames = [make_scene(rng, target_colour=c).image for c in ("red", "blue")]
+    boxes = np.array([[[0, 0, 320, 240], [100, 100, 400, 300]]], np.float32)
+    placeholder = np.zeros((1, 1, 1, 3), np.uint8)
+
+    def ask(frame, ids):
+        return model.execute([{protocol.FRAMES: frame, protocol.BOXES: boxes,
+                               protocol.FRAME_IDS: np.array([ids], np.uint64)}])[0].outputs
+
+    sent = ask(frames[0][None], (3, 1, 1))
+    by_id = ask(placeholder, (3, 1, 0))
+    assert by_id[protocol.STATUS].tolist() == [[protocol.OK]]
+    np.testing.assert_array_equal(by_id[protocol.EMBEDDINGS], sent[protocol.EMBEDDINGS])
+    ask(frames[1][None], (4, 1, 1))  # a cache of one frame (from the config): evicts (3, 1)
+    assert ask(placeholder, (3, 1, 0))[protocol.STATUS].tolist() == [[protocol.FRAME_MISSING]]

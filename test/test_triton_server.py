@@ -46,6 +46,10 @@ def servers(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("triton")
     started = {kind: TritonServerProcess(spec, log_dir / f"{kind}.log", name=kind).start()
                for kind, (spec, _) in MODELS.items()}
+    # a server that keeps one frame: other clients' frames evict a client's between passes
+    started["one_frame"] = TritonServerProcess(
+        MODELS["color"][0], log_dir / "one_frame.log", name="one_frame",
+        extra_args=("--frame-cache-frames", "1")).start()
     try:
         for server in started.values():
             server.wait_ready(180)
@@ -89,6 +93,9 @@ def test_remote_encoder_gives_the_in_process_answers(servers, kind):
         assert [t.present for t in got.targets] == [t.present for t in want.targets]
         assert [t.box for t in got.targets] == [t.box for t in want.targets]
         assert got.crops == want.crops
+    # each detect sent its frame once; the later passes named it by id
+    assert remote.frames_sent == len(scenes()) and remote.frames_resent == 0
+    assert remote.id_requests >= len(scenes())
     # crops given as images (8-bit frames of their own) match up to 8-bit rounding
     crops = crop_windows(FrameUploader("cpu")(Frame.from_rgb(scenes()[0][1])),
                          local_detector.windows_for(640, 480)[:11], local.input_size)
@@ -150,3 +157,66 @@ def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
     assert time.monotonic() - ready < 5.0
     assert [t.box for t in after.targets] == [t.box for t in before.targets]
     detector.set_targets(["a never embedded phrase"])  # text works again too
+
+
+def test_a_server_restarted_between_the_coarse_and_the_fine_pass_is_sent_the_frame_again(
+        servers):
+    server = servers["color"]
+    remote = load_encoder(server.url + "?timeout=10")
+    colour, image = scenes()[1]
+    want = Detector(MODELS["color"][1]()).detect(image, [f"{colour} block"])
+    coarse = remote.encode_windows
+
+    def restart_after_coarse(frame, boxes):
+        out = coarse(frame, boxes)
+        if remote.frames_sent == 1 and remote.id_requests == 0:
+            server.stop(hard=True)
+            server.start()
+            server.wait_ready(180)
+            deadline = time.monotonic() + 30
+            while True:  # the connection reconnects (that path has a test of its own)
+                try:
+                    remote.encode_texts(["red"])
+                    break
+                except EncoderUnavailableError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+        return out
+
+    remote.encode_windows = restart_after_coarse
+    got = Detector(remote).detect(image, [f"{colour} block"])
+    assert [(t.present, t.box) for t in got.targets] == [
+        (t.present, t.box) for t in want.targets]
+    assert remote.frames_resent == 1 and remote.frames_sent == 2
+
+
+def test_frames_evicted_by_other_clients_are_sent_again(servers):
+    """A server that keeps one frame, several clients: answers stay the in-process ones."""
+    server, local = servers["one_frame"], MODELS["color"][1]()
+    frames = [image for _, image in scenes(seed=7)]
+    boxes = Detector(local).windows_for(640, 480)
+    a, b = load_encoder(server.url), load_encoder(server.url)
+    a.encode_windows(frames[0], boxes[:5])
+    b.encode_windows(frames[1], boxes[:5])  # evicts a's frame
+    np.testing.assert_allclose(a.encode_windows(frames[0], boxes[5:]),
+                               local_windows(local, frames[0], boxes[5:]), atol=1e-6)
+    assert (a.frames_sent, a.frames_resent, a.id_requests) == (2, 1, 1)
+
+    results, encoders = {}, []
+
+    def client(i):
+        encoder = load_encoder(server.url)
+        encoders.append(encoder)
+        detector = Detector(encoder)
+        for _ in range(2):
+            results[i] = detector.detect(frames[i], [f"{scenes(seed=7)[i][0]} block"])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(frames))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for i, image in enumerate(frames):
+        want = Detector(local).detect(image, [f"{scenes(seed=7)[i][0]} block"])
+        assert [(t.present, t.box) for t in results[i].targets] == [
+            (t.present, t.box) for t in want.targets]

@@ -3,6 +3,10 @@
 Talks gRPC to Triton Inference Server through ``tritonclient`` (optional:
 ``pip install 'tritonclient[grpc]'``). Frames go out as uint8 with their window
 boxes (:meth:`TritonEncoder.encode_windows`); the server crops on its device.
+Each frame is sent once: the detector's later passes over the same pixels send
+only the frame's id and their boxes, and if the server no longer holds the frame
+(restarted, or evicted by other clients' frames) it is sent again, transparently
+(see :mod:`.triton_protocol`).
 
 Failures are per call: while the server is down or slow, each call raises
 :class:`~clip_perception.core.encoders.EncoderUnavailableError` after at most
@@ -17,6 +21,7 @@ to Triton's gRPC port 8001, ``timeout`` (per call, default 30 s) and
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +41,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 INSTALL_HINT = "pip install 'tritonclient[grpc]'"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+RECENT_FRAMES = 4  # frames the client remembers having sent (one per camera in flight)
+_PLACEHOLDER = np.zeros((1, 1, 1, 3), np.uint8)  # ``frames`` of a request that names its frame
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,12 @@ class TritonEncoder:
         self.input_size = 224
         self.logit_scale = 100.0
         self.max_batch = 1
+        # the frames this client sent lately, by content: (pixels, order, frame id), newest last
+        self.client_id = secrets.randbits(64)
+        self._recent: list[tuple[np.ndarray, str, int]] = []
+        self.frames_sent = 0  # image requests that carried a frame
+        self.frames_resent = 0  # ... of them because the server no longer held it
+        self.id_requests = 0  # image requests that named a frame by its id only
         self._describe()
 
     # --- connection -------------------------------------------------------------
@@ -191,18 +204,69 @@ class TritonEncoder:
         self.logit_scale = float(out[protocol.LOGIT_SCALE].reshape(-1)[0])
         self.input_size = int(out[protocol.INPUT_SIZE].reshape(-1)[0])
         self.max_batch = max(1, int(config.max_batch_size))
+        if protocol.FRAME_IDS not in {i.name for i in config.input}:
+            raise ModelLoadError(
+                f"the encoder at {self.address} speaks an older protocol (no "
+                f"'{protocol.FRAME_IDS}' input): update clip_perception on the server")
         self.failures = 0
 
     # --- the encoder API ----------------------------------------------------------
+    def _known_frame(self, pixels: np.ndarray, order: str) -> int | None:
+        """The id of a frame with these pixels (as they arrived: ``order``, before any
+        conversion to RGB) that this client sent lately, or None."""
+        with self._lock:
+            for seen, seen_order, frame_id in reversed(self._recent):
+                if (seen_order == order and seen.shape == pixels.shape
+                        and np.array_equal(seen, pixels)):
+                    return frame_id
+        return None
+
+    def _remember(self, pixels: np.ndarray, order: str, frame_id: int) -> None:
+        copy = np.array(pixels, copy=True)  # the caller may reuse its buffer for the next frame
+        with self._lock:
+            self._recent = [e for e in self._recent if e[2] != frame_id][-(RECENT_FRAMES - 1):]
+            self._recent.append((copy, order, frame_id))
+
+    def _image_request(self, pixels: np.ndarray | None, frame_id: int,
+                       boxes: np.ndarray) -> dict[str, np.ndarray]:
+        frames = _PLACEHOLDER if pixels is None else pixels[None]
+        ids = np.array([[self.client_id, frame_id, pixels is not None]], np.uint64)
+        out = self._infer(protocol.image_model(self.address.name),
+                          {protocol.FRAMES: frames, protocol.FRAME_IDS: ids,
+                           protocol.BOXES: boxes[None]},
+                          (protocol.EMBEDDINGS, protocol.STATUS, protocol.SECONDS))
+        with self._lock:
+            if pixels is None:
+                self.id_requests += 1
+            else:
+                self.frames_sent += 1
+        return out
+
     def encode_windows(self, frame: Frame | np.ndarray, boxes: np.ndarray) -> torch.Tensor:
         """Embed ``boxes`` ``[K, 4]`` of ``frame`` (a :class:`Frame` or uint8 RGB ``[H, W, 3]``),
-        cropped on the server: ``[K, D]`` float32 on the CPU."""
+        cropped on the server: ``[K, D]`` float32 on the CPU.
+
+        A frame with the pixels of one sent lately is named by its id only; if the
+        server answers that it no longer holds it, it is sent again."""
+        raw, order = (frame.pixels, frame.order) if isinstance(frame, Frame) else (frame, "rgb")
+        boxes = np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4)
+        frame_id = self._known_frame(raw, order)  # before converting: a named frame needs none
+        if frame_id is not None:
+            out = self._image_request(None, frame_id, boxes)
+            if int(out[protocol.STATUS].reshape(-1)[0]) == protocol.OK:
+                return torch.from_numpy(np.array(out[protocol.EMBEDDINGS][0], dtype=np.float32))
+            with self._lock:
+                self.frames_resent += 1
+        else:
+            frame_id = secrets.randbits(64) or 1  # 0 is UNCACHED
         pixels = frame.to_rgb() if isinstance(frame, Frame) else frame
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-        boxes = np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4)
-        out = self._infer(protocol.image_model(self.address.name),
-                          {protocol.FRAMES: pixels[None], protocol.BOXES: boxes[None]},
-                          (protocol.EMBEDDINGS, protocol.SECONDS))
+        out = self._image_request(pixels, frame_id, boxes)
+        status = int(out[protocol.STATUS].reshape(-1)[0])
+        if status != protocol.OK:
+            raise EncoderUnavailableError(
+                f"Triton server {self.address} answered status {status} for a frame it was sent")
+        self._remember(raw, order, frame_id)
         return torch.from_numpy(np.array(out[protocol.EMBEDDINGS][0], dtype=np.float32))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -215,10 +279,11 @@ class TritonEncoder:
         parts = []
         for start in range(0, n, self.max_batch):
             chunk = pixels[start:start + self.max_batch]
+            ids = np.array([[self.client_id, protocol.UNCACHED, 1]] * len(chunk), np.uint64)
             out = self._infer(protocol.image_model(self.address.name),
-                              {protocol.FRAMES: chunk,
+                              {protocol.FRAMES: chunk, protocol.FRAME_IDS: ids,
                                protocol.BOXES: np.repeat(box, len(chunk), axis=0)},
-                              (protocol.EMBEDDINGS, protocol.SECONDS))
+                              (protocol.EMBEDDINGS, protocol.STATUS, protocol.SECONDS))
             parts.append(np.array(out[protocol.EMBEDDINGS][:, 0], dtype=np.float32))
         if not parts:
             return torch.zeros((0, getattr(self, "dim", 0)))

@@ -3,13 +3,25 @@ Triton client (:mod:`clip_perception.core.triton_encoder`).
 
 A served encoder ``NAME`` is two Triton models:
 
-- ``NAME_image`` (dynamic batching): inputs ``frames`` UINT8 ``[B, H, W, 3]`` (RGB)
-  and ``boxes`` FP32 ``[B, K, 4]`` (x0, y0, x1, y1 pixels, x1/y1 exclusive);
-  outputs ``embeddings`` FP32 ``[B, K, D]`` and ``seconds`` FP32 ``[B, 1]`` (how long the
+- ``NAME_image`` (dynamic batching): inputs ``frames`` UINT8 ``[B, H, W, 3]`` (RGB),
+  ``frame_ids`` UINT64 ``[B, 3]`` (the client's id, the frame's id, and 1 if ``frames``
+  carries the frame, 0 if it names it by id only) and ``boxes`` FP32
+  ``[B, K, 4]`` (x0, y0, x1, y1 pixels, x1/y1 exclusive); outputs ``embeddings`` FP32
+  ``[B, K, D]``, ``status`` INT32 ``[B, 1]`` and ``seconds`` FP32 ``[B, 1]`` (how long the
   execution that computed it took in the model: upload, crops and encoder). The
   server crops the windows from the frame on its own device (one upload, one
   ``roi_align``), so a 640x480 frame travels as 0.9 MB instead of 86 float crops
   (about 50 MB).
+
+  **Each frame travels once.** The server keeps the frames it received in a small
+  bounded LRU keyed by ``frame_ids`` (unless the frame id is :data:`UNCACHED`). A later
+  request for the same frame (the detector's refine pass) sends the ids with the
+  flag 0, its boxes and a 1x1 placeholder as ``frames`` (PyTriton 0.7 cannot pass
+  empty tensors). If the server no longer holds that
+  frame (restarted, or evicted by other clients' frames), that item's ``status`` is
+  :data:`FRAME_MISSING` (its embeddings are zeros, D may be 1) and the client sends it again with
+  the frame. Ids are chosen by the client: a random 64-bit client id per
+  connection and a random 64-bit id per frame.
 - ``NAME_text`` (no batching): input ``texts`` BYTES ``[M]`` (UTF-8); outputs
   ``embeddings`` FP32 ``[M, D]``, ``logit_scale`` FP32 ``[1]`` and
   ``input_size`` INT32 ``[1]`` (what the client needs to stand in for the encoder).
@@ -22,12 +34,25 @@ from __future__ import annotations
 IMAGE_SUFFIX = "_image"
 TEXT_SUFFIX = "_text"
 FRAMES = "frames"
+FRAME_IDS = "frame_ids"
 BOXES = "boxes"
 TEXTS = "texts"
 EMBEDDINGS = "embeddings"
+STATUS = "status"
 SECONDS = "seconds"
 LOGIT_SCALE = "logit_scale"
 INPUT_SIZE = "input_size"
+
+OK = 0
+FRAME_MISSING = 1  # the request named a frame the server does not hold: send it again
+UNCACHED = 0  # a frame id the server does not keep (one-off images)
+# the columns of ``frame_ids``
+CLIENT, FRAME, SENT = 0, 1, 2
+ID_COLUMNS = 3
+
+# the server's frame cache, unless its flags say otherwise
+CACHE_FRAMES = 64
+CACHE_MB = 256
 
 
 def image_model(name: str) -> str:
@@ -36,3 +61,4 @@ def image_model(name: str) -> str:
 
 def text_model(name: str) -> str:
     return name + TEXT_SUFFIX
+

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core import triton_protocol as protocol
+
 MODEL_PY = '''"""A clip_perception encoder on Triton's Python backend."""
 from clip_perception.serving.python_backend import TritonPythonModel  # noqa: F401
 '''
@@ -27,18 +29,24 @@ def _params(**values: str) -> str:
 
 
 def image_config(name: str, model: str, kind: str, instances: int, max_batch: int,
-                 max_queue_delay_us: int, precision: str, download_root: str) -> str:
+                 max_queue_delay_us: int, precision: str, download_root: str,
+                 frame_cache_frames: int = protocol.CACHE_FRAMES,
+                 frame_cache_mb: float = protocol.CACHE_MB) -> str:
     return (f'name: "{name}_image"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
             'input [\n'
-            '  { name: "frames" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] },\n'
-            '  { name: "boxes" data_type: TYPE_FP32 dims: [ -1, 4 ] }\n]\n'
+            f'  {{ name: "{protocol.FRAMES}" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] }},\n'
+            f'  {{ name: "{protocol.FRAME_IDS}" data_type: TYPE_UINT64 '
+            f'dims: [ {protocol.ID_COLUMNS} ] }},\n'
+            f'  {{ name: "{protocol.BOXES}" data_type: TYPE_FP32 dims: [ -1, 4 ] }}\n]\n'
             'output [\n'
-            '  { name: "embeddings" data_type: TYPE_FP32 dims: [ -1, -1 ] },\n'
-            '  { name: "seconds" data_type: TYPE_FP32 dims: [ 1 ] }\n]\n'
+            f'  {{ name: "{protocol.EMBEDDINGS}" data_type: TYPE_FP32 dims: [ -1, -1 ] }},\n'
+            f'  {{ name: "{protocol.STATUS}" data_type: TYPE_INT32 dims: [ 1 ] }},\n'
+            f'  {{ name: "{protocol.SECONDS}" data_type: TYPE_FP32 dims: [ 1 ] }}\n]\n'
             f'dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}\n'
             f'instance_group [ {{ count: {instances} kind: {kind} }} ]\n'
             + _params(model=model, kind="image", precision=precision,
-                      download_root=download_root))
+                      download_root=download_root, frame_cache_frames=str(frame_cache_frames),
+                      frame_cache_mb=str(frame_cache_mb)))
 
 
 def text_config(name: str, model: str, kind: str, precision: str, download_root: str) -> str:
@@ -55,7 +63,9 @@ def text_config(name: str, model: str, kind: str, precision: str, download_root:
 
 def write_repository(out: str | Path, model: str, name: str = "clip", device: str = "auto",
                      instances: int = 1, max_batch: int = 8, max_queue_delay_us: int = 0,
-                     precision: str = "auto", download_root: str | None = None) -> list[Path]:
+                     precision: str = "auto", download_root: str | None = None,
+                     frame_cache_frames: int = protocol.CACHE_FRAMES,
+                     frame_cache_mb: float = protocol.CACHE_MB) -> list[Path]:
     """Write the two models under ``out``; returns the files written.
 
     ``device``: ``cpu`` gives KIND_CPU instances, anything else KIND_GPU (Triton
@@ -67,7 +77,8 @@ def write_repository(out: str | Path, model: str, name: str = "clip", device: st
     root = Path(out)
     configs = {
         f"{name}_image": image_config(name, model, kind, instances, max_batch,
-                                      max_queue_delay_us, precision, download_root or ""),
+                                      max_queue_delay_us, precision, download_root or "",
+                                      frame_cache_frames, frame_cache_mb),
         f"{name}_text": text_config(name, model, kind, precision, download_root or ""),
     }
     written = []

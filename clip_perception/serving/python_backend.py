@@ -9,14 +9,23 @@ the container runs the same code as ``python -m clip_perception.serve``:
 from __future__ import annotations
 
 import json
+from functools import partial
 
+from ..core import triton_protocol as protocol
 from ..core.encoders import load_encoder
+from .frame_cache import FrameCache
 from .window_model import TextEmbedder, WindowEmbedder, image_responses, text_responses
 
 
 class TritonPythonModel:
     """One instance of ``NAME_image`` or ``NAME_text``; the encoder is named by the
-    model's config parameters (``model``, ``kind``, ``precision``, ``download_root``)."""
+    model's config parameters (``model``, ``kind``, ``precision``, ``download_root``,
+    and for the image model ``frame_cache_frames``, ``frame_cache_mb``).
+
+    Each instance of the Python backend is a process of its own, so each keeps its
+    own frame cache: with several instances, a later pass over a frame that lands on
+    another instance is answered ``FRAME_MISSING`` and the client sends the frame again.
+    """
 
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
@@ -26,7 +35,11 @@ class TritonPythonModel:
         encoder = load_encoder(params["model"], device, params.get("precision", "auto"),
                                params.get("download_root") or None)
         if params["kind"] == "image":
-            self._embedder, self._respond = WindowEmbedder(encoder), image_responses
+            cache = FrameCache(
+                int(params.get("frame_cache_frames", protocol.CACHE_FRAMES)),
+                int(float(params.get("frame_cache_mb", protocol.CACHE_MB)) * 2**20))
+            self._embedder = WindowEmbedder(encoder)
+            self._respond = partial(image_responses, cache=cache)
         else:
             self._embedder, self._respond = TextEmbedder(encoder), text_responses
         self._inputs = [i["name"] for i in config["input"]]

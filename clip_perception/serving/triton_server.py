@@ -44,6 +44,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="how long a request may wait for others to fill a batch (microseconds; "
                         "default 0: requests that queue while the model is busy are still "
                         "batched, and a lone request does not wait)")
+    p.add_argument("--frame-cache-frames", type=int, default=protocol.CACHE_FRAMES,
+                   help="recent frames the image model keeps, so that a detector's later "
+                        "passes over a frame send only its id (shared by all clients and "
+                        f"instances; default {protocol.CACHE_FRAMES})")
+    p.add_argument("--frame-cache-mb", type=float, default=protocol.CACHE_MB,
+                   help=f"most memory those frames take (MB; default {protocol.CACHE_MB})")
     p.add_argument("--verbose", action="store_true", help="print Triton's own log")
     p.add_argument("--export-repository", metavar="DIR", default=None,
                    help="write a Triton model repository (Python backend) serving this encoder "
@@ -51,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.instances < 1 or args.max_batch < 1 or args.max_queue_delay_us < 0:
         p.error("--instances and --max-batch must be >= 1, --max-queue-delay-us >= 0")
+    if args.frame_cache_frames < 0 or args.frame_cache_mb < 0:
+        p.error("--frame-cache-frames and --frame-cache-mb must be >= 0")
     return args
 
 
@@ -60,6 +68,7 @@ def serve(args: argparse.Namespace) -> int:
     from pytriton.triton import Triton, TritonConfig
 
     from ..core.encoders import ModelLoadError, load_encoder
+    from .frame_cache import FrameCache
     from .window_model import TextEmbedder, WindowEmbedder, image_responses, text_responses
 
     try:
@@ -73,14 +82,17 @@ def serve(args: argparse.Namespace) -> int:
         metrics_address=args.host, metrics_port=args.metrics_port,
         log_verbose=1 if args.verbose else 0, exit_on_error=True,
     )
+    cache = FrameCache(args.frame_cache_frames, int(args.frame_cache_mb * 2**20))
     with Triton(config=config) as triton:
         triton.bind(
             model_name=protocol.image_model(args.name),
-            infer_func=[partial(image_responses, WindowEmbedder(encoder))
+            infer_func=[partial(image_responses, WindowEmbedder(encoder), cache=cache)
                         for _ in range(args.instances)],
             inputs=[Tensor(name=protocol.FRAMES, dtype=np.uint8, shape=(-1, -1, 3)),
+                    Tensor(name=protocol.FRAME_IDS, dtype=np.uint64, shape=(protocol.ID_COLUMNS,)),
                     Tensor(name=protocol.BOXES, dtype=np.float32, shape=(-1, 4))],
             outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1)),
+                     Tensor(name=protocol.STATUS, dtype=np.int32, shape=(1,)),
                      Tensor(name=protocol.SECONDS, dtype=np.float32, shape=(1,))],
             config=ModelConfig(max_batch_size=args.max_batch, batcher=DynamicBatcher(
                 max_queue_delay_microseconds=args.max_queue_delay_us)),
@@ -122,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_repository(args.export_repository, args.model, args.name,
                                      args.device, args.instances, args.max_batch,
                                      args.max_queue_delay_us, args.precision,
-                                     args.download_root):
+                                     args.download_root, args.frame_cache_frames,
+                                     args.frame_cache_mb):
             print(path)
         return 0
     ensure_server_environment(argv)

@@ -19,6 +19,7 @@ from ..core import triton_protocol as protocol
 from ..core.crops import FrameUploader, crop_windows
 from ..core.encoders import device_of, logit_scale_of
 from ..core.image_formats import Frame
+from .frame_cache import FrameCache
 
 
 class WindowEmbedder:
@@ -77,26 +78,53 @@ class TextEmbedder:
         return self.encoder.encode_texts(list(texts)).float().cpu().numpy()
 
 
-def image_responses(embedder: WindowEmbedder,
-                    requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """The image model: a dynamic batch of requests (each ``frames`` ``[b, H, W, 3]`` and
-    ``boxes`` ``[b, K, 4]``) -> per request ``embeddings`` ``[b, K, D]`` and ``seconds``
-    ``[b, 1]``, all frames in one encoder pass."""
-    frames, boxes, sizes = [], [], []
+def image_responses(embedder: WindowEmbedder, requests: Sequence[Mapping[str, np.ndarray]],
+                    cache: FrameCache | None = None) -> list[dict[str, np.ndarray]]:
+    """The image model: a dynamic batch of requests (each ``frames`` ``[b, H, W, 3]``,
+    ``frame_ids`` ``[b, 3]`` and ``boxes`` ``[b, K, 4]``) -> per request ``embeddings``
+    ``[b, K, D]``, ``status`` ``[b, 1]`` and ``seconds`` ``[b, 1]``, all frames in one
+    encoder pass.
+
+    Frames that come with a request are kept in ``cache`` (unless their frame id is
+    ``UNCACHED``); an item whose ``SENT`` flag is 0 names its frame by ``frame_ids``
+    instead, and an item whose frame ``cache`` no longer holds gets ``FRAME_MISSING``
+    (see :mod:`..core.triton_protocol`)."""
+    frames, boxes, items = [], [], []  # items: per request, its (status, index in frames)
     for request in requests:
         batch_frames, batch_boxes = request[protocol.FRAMES], request[protocol.BOXES]
-        sizes.append(len(batch_frames))
-        frames.extend(batch_frames)
-        boxes.extend(batch_boxes)
+        ids = request[protocol.FRAME_IDS] if protocol.FRAME_IDS in request.keys() else None
+        statuses = []
+        for i in range(len(batch_boxes)):
+            key = None if ids is None else (int(ids[i][protocol.CLIENT]),
+                                            int(ids[i][protocol.FRAME]))
+            if ids is None or int(ids[i][protocol.SENT]):
+                frame = batch_frames[i]
+                if cache is not None and key is not None and key[1] != protocol.UNCACHED:
+                    frame = cache.put(key, frame)
+            else:
+                frame = None if cache is None or key is None else cache.get(key)
+            if frame is None:
+                statuses.append((protocol.FRAME_MISSING, -1))
+                continue
+            statuses.append((protocol.OK, len(frames)))
+            frames.append(frame)
+            boxes.append(batch_boxes[i])
+        items.append((statuses, batch_boxes.shape[1] if batch_boxes.ndim == 3 else 0))
     began = time.perf_counter()
-    embeddings = embedder(frames, boxes)
+    embeddings = embedder(frames, boxes) if frames else []
     seconds = np.float32(time.perf_counter() - began)
-    responses, start = [], 0
-    for size in sizes:
-        part = embeddings[start:start + size]
-        start += size
-        responses.append({protocol.EMBEDDINGS: np.stack(part).astype(np.float32),
-                          protocol.SECONDS: np.full((size, 1), seconds, np.float32)})
+    # a missing item's embeddings are zeros, at least 1 wide (PyTriton cannot send empty ones)
+    dim = max((e.shape[1] for e in embeddings if e.ndim == 2 and e.shape[0]), default=1)
+    responses = []
+    for statuses, k in items:
+        part = [embeddings[j] if code == protocol.OK and len(embeddings[j])
+                else np.zeros((k, dim), np.float32) for code, j in statuses]
+        size = len(statuses)
+        responses.append({
+            protocol.EMBEDDINGS: (np.stack(part).astype(np.float32) if part
+                                  else np.zeros((0, k, dim), np.float32)),
+            protocol.STATUS: np.array([[code] for code, _ in statuses], np.int32).reshape(size, 1),
+            protocol.SECONDS: np.full((size, 1), seconds, np.float32)})
     return responses
 
 
