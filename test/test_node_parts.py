@@ -15,45 +15,45 @@ import yaml
 from clip_perception.core.config import DetectorConfig
 from clip_perception.core.detector import Detection, TargetResult
 from clip_perception.core.drawing import annotate
-from clip_perception.core.latest_slot import LatestSlot
+from clip_perception.core.latest_slot import CameraSlots
 from clip_perception.core.log_throttle import OVERFLOW_KIND, ProblemLog
 from clip_perception.core.timings import Timings
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-# --- LatestSlot -------------------------------------------------------------------
+# --- CameraSlots, one camera (the default node) ---------------------------------------
 def test_slot_keeps_only_the_newest_item_and_counts_the_rest():
-    slot = LatestSlot()
-    assert slot.put(1) is False
-    assert slot.put(2) is True and slot.put(3) is True
-    assert slot.take(0) == 3 and slot.dropped == 2
-    assert slot.take(0.01) is None
+    slot = CameraSlots(("",))
+    assert slot.put("", 1) is False
+    assert slot.put("", 2) is True and slot.put("", 3) is True
+    assert slot.take(1, 0) == [("", 3)] and slot.dropped == {"": 2}
+    assert slot.take(1, 0.01) == []
 
 
 def test_slot_clear_discards_the_waiting_item_and_counts_it():
-    slot = LatestSlot()
-    assert not slot.clear() and slot.dropped == 0
-    slot.put(1)
-    assert slot.clear() and slot.dropped == 1
-    assert slot.take(timeout=0.01) is None
+    slot = CameraSlots(("",))
+    assert not slot.clear() and slot.dropped == {"": 0}
+    slot.put("", 1)
+    assert slot.clear() and slot.dropped == {"": 1}
+    assert slot.take(1, timeout=0.01) == []
 
 
 def test_slot_wakes_a_waiting_consumer_and_close_releases_it():
-    slot = LatestSlot()
+    slot = CameraSlots(("",))
     got = []
-    consumer = threading.Thread(target=lambda: got.append(slot.take(5)))
+    consumer = threading.Thread(target=lambda: got.append(slot.take(1, 5)))
     consumer.start()
     time.sleep(0.05)
-    slot.put("frame")
+    slot.put("", "frame")
     consumer.join(2)
-    assert got == ["frame"]
-    waiting = threading.Thread(target=lambda: got.append(slot.take(30)))
+    assert got == [[("", "frame")]]
+    waiting = threading.Thread(target=lambda: got.append(slot.take(1, 30)))
     started = time.monotonic()
     waiting.start()
     slot.close()
     waiting.join(2)
-    assert got[-1] is None and time.monotonic() - started < 2
+    assert got[-1] == [] and time.monotonic() - started < 2
 
 
 # --- ProblemLog -------------------------------------------------------------------
