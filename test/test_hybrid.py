@@ -3,6 +3,7 @@ the run-time switch, and the fallback for encoders without encode_dense."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -19,6 +20,12 @@ from clip_perception.testing.scenes import hard_scene_set, make_scene, paint
 
 HYBRID = DetectorConfig(mode="hybrid")
 MEMBERS = known_answer.family()
+
+
+@functools.lru_cache(maxsize=1)
+def hard_targets() -> tuple:
+    """12 hard evaluation scenes that hold the target (made once per session)."""
+    return tuple(s for s in hard_scene_set(16, seed=7) if s.target_boxes)[:12]
 
 
 def inside(box, truth) -> bool:
@@ -196,7 +203,7 @@ def test_hybrid_boxes_fit_on_hard_scenes_for_every_member(member: str) -> None:
     (verification refined with the probability-heatmap box) had IoU >= 0.5 on 3, 2 and
     3 of these 12 on concave, low_background and clip_like, and 10 on high_background."""
     detector = Detector(known_answer.load(member), HYBRID)
-    scenes = [s for s in hard_scene_set(16, seed=7) if s.target_boxes][:12]
+    scenes = hard_targets()
     fitted, pointed = 0, 0
     for scene in scenes:
         found = detector.detect(scene.image, [scene.target]).targets[0]
@@ -204,6 +211,48 @@ def test_hybrid_boxes_fit_on_hard_scenes_for_every_member(member: str) -> None:
         fitted += max(box_iou(found.box, t) for t in scene.target_boxes) >= 0.5
         pointed += any(inside(found.box, t) for t in scene.target_boxes)
     assert fitted >= 11 and pointed >= 11, (member, fitted, pointed)
+
+
+class ContextBlurred:
+    """A dense encoder whose cells leak their neighbours' and the frame's content into
+    their embeddings, as real CLIP patch features do (global attention)."""
+
+    def __init__(self, inner, mix: float = 0.5):
+        self._inner, self.mix = inner, mix
+        self.input_size, self.logit_scale = inner.input_size, inner.logit_scale
+        self.encode_images, self.encode_texts = inner.encode_images, inner.encode_texts
+
+    def encode_dense(self, image):
+        import torch.nn.functional as F
+
+        cells = self._inner.encode_dense(image)
+        grid = cells.permute(2, 0, 1)[None]
+        near = F.avg_pool2d(grid, 3, 1, 1, count_include_pad=False)[0].permute(1, 2, 0)
+        frame = cells.mean(dim=(0, 1), keepdim=True)
+        return (1 - self.mix) * cells + self.mix * (0.7 * near + 0.3 * frame)
+
+
+@pytest.mark.parametrize("variant", ["coarse_cells", "context_blurred"])
+@pytest.mark.parametrize("member", MEMBERS)
+def test_hybrid_boxes_hold_on_coarser_and_blurrier_dense_features(member: str,
+                                                                  variant: str) -> None:
+    """The family's dense path is exact per 16 px cell; real dense features are coarser
+    and mix in context. With 32 px cells, or cells blended with their neighbours and the
+    frame, hybrid still fits most targets on every member. Hybrid as merged before the
+    cell fit had IoU >= 0.5 on 25 to 35% of such scenes on the saturating members."""
+    if variant == "coarse_cells":
+        encoder = known_answer.load(member, patch=32)
+    else:
+        encoder = ContextBlurred(known_answer.load(member))
+    detector = Detector(encoder, HYBRID)
+    scenes = hard_targets()
+    fitted, pointed = 0, 0
+    for scene in scenes:
+        found = detector.detect(scene.image, [scene.target]).targets[0]
+        assert found.present, (member, variant, found.score)
+        fitted += max(box_iou(found.box, t) for t in scene.target_boxes) >= 0.5
+        pointed += any(inside(found.box, t) for t in scene.target_boxes)
+    assert fitted >= 9 and pointed >= 11, (member, variant, fitted, pointed)
 
 
 def test_dense_heatmap_maps_cells_to_pixels() -> None:
