@@ -187,3 +187,25 @@ def test_bf16_matches_fp32() -> None:
     half = encoder("vit", dtype=torch.bfloat16).encode_dense(image)
     cos = F.cosine_similarity(full.reshape(-1, 32), half.reshape(-1, 32), dim=-1)
     assert cos.min() > 0.97
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet"])
+def test_hybrid_mode_runs_on_the_real_dense_path(kind: str) -> None:
+    """Hybrid end to end on the real CLIP code with random weights (no quality to assert):
+    two targets, each with a box inside the frame, the crop budget kept, the heatmap from
+    the dense map at the published cell size."""
+    from clip_perception.core.config import DetectorConfig
+    from clip_perception.core.detector import Detector
+
+    config = DetectorConfig(mode="hybrid", verify_crops=12)
+    detector = Detector(encoder(kind), config)
+    frame = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    result = detector.detect(frame, ["red mug", "blue box"], with_heatmap=True)
+    assert 2 <= result.crops <= config.verify_crops
+    cell = result.heatmap_cell
+    for target, heat in zip(result.targets, result.heatmaps):
+        x0, y0, x1, y1 = target.box
+        assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 120, target.box
+        assert 0.0 <= target.score <= 1.0
+        assert heat.shape == (-(-120 // cell), -(-160 // cell))
+        assert np.isfinite(heat).all()

@@ -3,21 +3,29 @@ the run-time switch, and the fallback for encoders without encode_dense."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
 import pytest
 
 from clip_perception.core.config import ConfigError, DetectorConfig
+from clip_perception.core.dense_regions import fit_cells, margin_map, regions, scaled_boxes
 from clip_perception.core.detector import Detector
-from clip_perception.core.hybrid import candidates, dense_heatmap, square_around, supports_dense
+from clip_perception.core.hybrid import cell_bounds, dense_heatmap, supports_dense
 from clip_perception.core.windows import box_iou
 from clip_perception.testing import known_answer
 from clip_perception.testing.color_encoder import ColorEncoder
-from clip_perception.testing.scenes import make_scene, paint
+from clip_perception.testing.scenes import hard_scene_set, make_scene, paint
 
 HYBRID = DetectorConfig(mode="hybrid")
 MEMBERS = known_answer.family()
+
+
+@functools.lru_cache(maxsize=1)
+def hard_targets() -> tuple:
+    """12 hard evaluation scenes that hold the target (made once per session)."""
+    return tuple(s for s in hard_scene_set(16, seed=7) if s.target_boxes)[:12]
 
 
 def inside(box, truth) -> bool:
@@ -138,25 +146,113 @@ def test_run_time_switch_and_fallback_warns_once(caplog) -> None:
     assert result.crops == crop_mode.crops and result.targets[0].present
 
 
-def test_candidates_are_components_strongest_first() -> None:
-    prob = np.zeros((10, 12))
-    prob[1:3, 1:4] = 0.6       # weaker blob
-    prob[6:9, 7:10] = 0.9      # stronger blob
-    prob[5, 0] = 0.2           # below half the peak: ignored
-    found = candidates(prob, 3)
+def test_regions_are_components_strongest_first() -> None:
+    margin = np.full((10, 12), -5.0)
+    margin[1:3, 1:4] = 2.0      # weaker blob
+    margin[6:9, 7:10] = 4.0     # stronger blob
+    margin[5, 0] = -1.0         # below the level halfway from the floor (-5) to the peak
+    found = regions(margin, 3)
     assert [(r.start, r.stop, c.start, c.stop) for r, c, _ in found] == [(6, 9, 7, 10),
                                                                         (1, 3, 1, 4)]
-    assert [p for _, _, p in found] == [0.9, 0.6]
-    assert len(candidates(prob, 1)) == 1
-    flat = candidates(np.zeros((4, 4)), 3)  # nothing scores: the peak cell alone
+    assert [p for _, _, p in found] == [4.0, 2.0]
+    assert len(regions(margin, 1)) == 1
+    flat = regions(np.zeros((4, 4)), 3)  # nothing stands out: the first peak cell alone
     assert len(flat) == 1 and flat[0][2] == 0.0
 
 
-def test_square_around_stays_inside_the_frame() -> None:
-    assert square_around((100, 100, 140, 120), 640, 480, 0.0) == (100, 90, 140, 130)
-    x0, y0, x1, y1 = square_around((600, 440, 640, 480), 640, 480, 0.5)
-    assert (x1, y1) == (640, 480) and x1 - x0 == y1 - y0 == 80
-    assert square_around((0, 0, 640, 480), 640, 480, 0.5) == (80, 0, 560, 480)
+def test_margin_is_the_target_against_the_best_background_or_neutral() -> None:
+    logits = np.array([[5.0, 1.0, 2.0, 3.0],    # two targets, one background, neutral
+                       [0.0, 4.0, 6.0, 1.0]])
+    np.testing.assert_allclose(margin_map(logits, 2), [[2.0, -2.0], [-6.0, -2.0]])
+
+
+@pytest.mark.parametrize("curve", [lambda s: 1 - (1 - s) ** 8, lambda s: 0.9 + 0.1 * np.sqrt(s),
+                                   lambda s: np.exp(20 * s)])
+def test_cell_fit_puts_edges_inside_the_cut_cells_whatever_the_curve(curve) -> None:
+    """Cells of 16 px; the object (40, 28)-(90, 76) cuts the cells on its edges. The
+    margin is an increasing function of each cell's covered share: any such function
+    gives the linear one's box over the same region, tighter than the cells touched."""
+    rows, cols = 8, 10
+    xs, ys = cell_bounds(rows, cols, 160, 128)
+    truth = (40, 28, 90, 76)
+    share = np.zeros((rows, cols))
+    for i in range(rows):
+        for j in range(cols):
+            w = max(0, min(xs[j + 1], truth[2]) - max(xs[j], truth[0]))
+            h = max(0, min(ys[i + 1], truth[3]) - max(ys[i], truth[1]))
+            share[i, j] = w * h / ((xs[j + 1] - xs[j]) * (ys[i + 1] - ys[i]))
+    (r, c, _), = regions(share, 1)
+    linear = fit_cells(share, r, c, xs, ys)
+    assert fit_cells(curve(share), r, c, xs, ys) == linear  # same region, same ranks
+    touched = (32, 16, 96, 80)  # the cells the object touches
+    assert box_iou(linear, truth) >= 0.75 > 0.6 > box_iou(touched, truth), linear
+
+
+def test_scaled_boxes_shrink_about_the_centre_inside_the_frame() -> None:
+    np.testing.assert_array_equal(scaled_boxes((100, 100, 200, 160), ((0.5, 0.5),), 640, 480),
+                                  [[125, 115, 175, 145]])
+    np.testing.assert_array_equal(scaled_boxes((0, 0, 100, 100), ((1.5, 1.0),), 640, 480),
+                                  [[0, 0, 125, 100]])
+
+
+@pytest.mark.parametrize("member", MEMBERS)
+def test_hybrid_boxes_fit_on_hard_scenes_for_every_member(member: str) -> None:
+    """The evaluation's hard scenes (30 px to half the frame, cut, textured, same-colour
+    distractors, twins): on every member, saturating ones included, hybrid's box has
+    IoU >= 0.5 with a target and its centre on one. Hybrid as merged before this test
+    (verification refined with the probability-heatmap box) had IoU >= 0.5 on 3, 2 and
+    3 of these 12 on concave, low_background and clip_like, and 10 on high_background."""
+    detector = Detector(known_answer.load(member), HYBRID)
+    scenes = hard_targets()
+    fitted, pointed = 0, 0
+    for scene in scenes:
+        found = detector.detect(scene.image, [scene.target]).targets[0]
+        assert found.present, (member, found.score)
+        fitted += max(box_iou(found.box, t) for t in scene.target_boxes) >= 0.5
+        pointed += any(inside(found.box, t) for t in scene.target_boxes)
+    assert fitted >= 11 and pointed >= 11, (member, fitted, pointed)
+
+
+class ContextBlurred:
+    """A dense encoder whose cells leak their neighbours' and the frame's content into
+    their embeddings, as real CLIP patch features do (global attention)."""
+
+    def __init__(self, inner, mix: float = 0.5):
+        self._inner, self.mix = inner, mix
+        self.input_size, self.logit_scale = inner.input_size, inner.logit_scale
+        self.encode_images, self.encode_texts = inner.encode_images, inner.encode_texts
+
+    def encode_dense(self, image):
+        import torch.nn.functional as F
+
+        cells = self._inner.encode_dense(image)
+        grid = cells.permute(2, 0, 1)[None]
+        near = F.avg_pool2d(grid, 3, 1, 1, count_include_pad=False)[0].permute(1, 2, 0)
+        frame = cells.mean(dim=(0, 1), keepdim=True)
+        return (1 - self.mix) * cells + self.mix * (0.7 * near + 0.3 * frame)
+
+
+@pytest.mark.parametrize("variant", ["coarse_cells", "context_blurred"])
+@pytest.mark.parametrize("member", MEMBERS)
+def test_hybrid_boxes_hold_on_coarser_and_blurrier_dense_features(member: str,
+                                                                  variant: str) -> None:
+    """The family's dense path is exact per 16 px cell; real dense features are coarser
+    and mix in context. With 32 px cells, or cells blended with their neighbours and the
+    frame, hybrid still fits most targets on every member. Hybrid as merged before the
+    cell fit had IoU >= 0.5 on 25 to 35% of such scenes on the saturating members."""
+    if variant == "coarse_cells":
+        encoder = known_answer.load(member, patch=32)
+    else:
+        encoder = ContextBlurred(known_answer.load(member))
+    detector = Detector(encoder, HYBRID)
+    scenes = hard_targets()
+    fitted, pointed = 0, 0
+    for scene in scenes:
+        found = detector.detect(scene.image, [scene.target]).targets[0]
+        assert found.present, (member, variant, found.score)
+        fitted += max(box_iou(found.box, t) for t in scene.target_boxes) >= 0.5
+        pointed += any(inside(found.box, t) for t in scene.target_boxes)
+    assert fitted >= 9 and pointed >= 11, (member, variant, fitted, pointed)
 
 
 def test_dense_heatmap_maps_cells_to_pixels() -> None:

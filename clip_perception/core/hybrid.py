@@ -2,23 +2,29 @@
 
 1. ``encoder.encode_dense(frame)`` gives every cell an embedding in the joint
    space (see :mod:`.dense_clip` for CLIP).
-2. Each cell is scored like a window (:func:`.scoring.target_scores`): the
-   softmax against targets, backgrounds and the neutral prompt, with the
-   cached text embeddings. That probability map is the published heatmap.
-3. Candidate regions per target: connected components of the cells whose
-   probability is at least half the map's peak, strongest peak first (the
-   peak cell alone when nothing else qualifies).
-4. Verification: one crop of each candidate's cells, warped to the encoder's
+2. Each cell is scored against the targets, the background prompts and the
+   neutral prompt with the cached text embeddings: the softmax probability
+   (the published heatmap) and the logit margin, the target's logit minus the
+   best background or neutral logit (:func:`.dense_regions.margin_map`).
+3. Candidate regions per target: connected groups of cells of high margin,
+   strongest first (:func:`.dense_regions.regions`). Each gets its box from
+   the cells alone: the box that best explains the order of the cells'
+   margins (:func:`.dense_regions.fit_cells`), which puts each edge inside
+   the cells the object's edge cuts, whatever the encoder's response curve.
+   A cell lies on the object or not, so this map does not saturate the way a
+   window's score does.
+4. Verification: one crop of each candidate's box, warped to the encoder's
    square input as R-CNN warps its proposals (Girshick et al. 2014); the
    candidate whose crop has the highest target-vs-neutral evidence is the
-   target's hit. The detector's coarse-to-fine refinement then runs around a
-   square twice the candidate's size with the crops left in ``verify_crops``.
-   Presence is the best crop probability, the box the refined one (the
-   candidate's cells when no refinement ran), as in crop mode.
+   target's. Then :data:`PRESENCE_SCALES` crops of that box shrunk about its
+   centre, so that a box a little larger than the object (coarse cells)
+   still has a crop the object fills. Presence is the best crop probability,
+   the box the chosen candidate's.
 
-Measured on the known-answer family (see the README): a warped crop of the
-cells keeps presence where a square crop of an elongated object is mostly
-background, and a square anchor beat one grown with the object's shape.
+Measured on the known-answer family (README, "Hybrid mode"): the cell-fitted
+box beat the candidate's bounding cells, and crops spent on moving the box
+(a rank fit over a dozen crops, with or without the cells) made it worse, so
+the crops decide presence and which candidate, not where the edges are.
 
 The dense-feature contract (an optional encoder method):
 ``encode_dense(image)`` takes ``[1, 3, H, W]`` float RGB in [0, 1] on the
@@ -30,20 +36,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .scoring import target_scores
+from .dense_regions import fit_cells, margin_map, regions, scaled_boxes
 
 if TYPE_CHECKING:
     from .detector import Detection, Detector
 
 Box = tuple[int, int, int, int]
-PEAK_FRACTION = 0.5   # cells at >= this share of the peak probability join a candidate
 MAX_CANDIDATES = 3    # candidate regions verified per target
 CROPS_PER_CANDIDATE = 4  # verify_crops per target per candidate before candidates are cut
-ANCHOR_MARGIN = 0.5   # the refinement's anchor: a square this share of the region wider each way
+PRESENCE_SCALES = ((0.7, 0.7), (0.5, 0.5))  # the chosen box shrunk: presence crops
 
 
 def supports_dense(encoder) -> bool:
@@ -63,42 +68,6 @@ def cell_bounds(rows: int, cols: int, width: int, height: int) -> tuple[np.ndarr
     return xs.astype(np.int64), ys.astype(np.int64)
 
 
-def candidates(prob: np.ndarray, count: int) -> list[tuple[slice, slice, float]]:
-    """Up to ``count`` connected regions of ``prob`` ``[h, w]``, strongest peak first.
-
-    Each is ``(row slice, column slice, peak)``: the bounding cells of a
-    4-connected component of cells at or above :data:`PEAK_FRACTION` x peak.
-    """
-    peak = float(prob.max())
-    mask = (prob >= PEAK_FRACTION * peak).astype(np.uint8) if peak > 0 else None
-    if mask is None or not mask.any():
-        i, j = np.unravel_index(int(np.argmax(prob)), prob.shape)
-        return [(slice(i, i + 1), slice(j, j + 1), peak)]
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-    found = []
-    for label in range(1, n):
-        x, y, w, h = (int(v) for v in stats[label, :4])
-        found.append((slice(y, y + h), slice(x, x + w), float(prob[labels == label].max()),
-                      float(prob[labels == label].sum())))
-    found.sort(key=lambda c: (c[2], c[3]), reverse=True)
-    return [c[:3] for c in found[:count]]
-
-
-def region_box(rows: slice, cols: slice, xs: np.ndarray, ys: np.ndarray) -> Box:
-    return int(xs[cols.start]), int(ys[rows.start]), int(xs[cols.stop]), int(ys[rows.stop])
-
-
-def square_around(box: Box, width: int, height: int, margin: float) -> Box:
-    """A square around ``box``, ``margin`` x its long side wider each way, inside the frame."""
-    x0, y0, x1, y1 = box
-    side = int(round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
-    side = max(1, min(side, width, height))
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    left = int(round(min(max(cx - side / 2, 0), width - side)))
-    top = int(round(min(max(cy - side / 2, 0), height - side)))
-    return left, top, left + side, top + side
-
-
 def dense_heatmap(prob: np.ndarray, width: int, height: int, cell: int) -> np.ndarray:
     """The ``[h, w]`` cell map sampled at the centres of ``cell``-pixel heatmap cells."""
     rows, cols = prob.shape
@@ -113,65 +82,55 @@ def dense_heatmap(prob: np.ndarray, width: int, height: int, cell: int) -> np.nd
 def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, ...],
                   classes: torch.Tensor, config, width: int, height: int,
                   with_heatmap: bool) -> Detection:
-    """One dense pass, candidate regions, verification crops; a :class:`Detection`."""
+    """One dense pass, candidate regions, verification crops; a :class:`Detection`.
+
+    Crops: up to :data:`MAX_CANDIDATES` per target (fewer when ``verify_crops``
+    is small; at least one), then the presence crops while ``verify_crops`` lasts.
+    """
     from .detector import Detection, TargetResult
 
     n = len(targets)
     with torch.inference_mode():
         dense = detector.encoder.encode_dense(image)
         rows, cols, dim = dense.shape
-        probs, _ = target_scores(dense.reshape(-1, dim).to(classes.device), classes, n,
-                                 detector.logit_scale)
+        cells = F.normalize(dense.reshape(-1, dim).to(classes.device).float(), dim=-1)
+        logits = detector.logit_scale * cells @ classes.float().T
+        probs = logits.softmax(dim=-1)[:, :n]
     maps = probs.cpu().numpy().astype(np.float64).reshape(rows, cols, n)
+    margins = margin_map(logits.cpu().numpy().astype(np.float64), n).reshape(rows, cols, n)
     xs, ys = cell_bounds(rows, cols, width, height)
 
     per_target = max(1, min(MAX_CANDIDATES, config.verify_crops // (CROPS_PER_CANDIDATE * n)))
-    regions: list[list[Box]] = []
-    for t in range(n):
-        found = candidates(maps[:, :, t], per_target)
-        regions.append([region_box(r, c, xs, ys) for r, c, _ in found])
-    windows = np.asarray([b for boxes in regions for b in boxes],
-                         dtype=np.int64).reshape(-1, 4)
+    boxes = [[fit_cells(margins[:, :, t], r, c, xs, ys) for r, c, _ in
+              regions(margins[:, :, t], per_target)] for t in range(n)]
+    windows = np.asarray([b for bt in boxes for b in bt], dtype=np.int64).reshape(-1, 4)
     crop_probs, evidence = detector._score(image, windows, classes, n)
     spent = len(windows)
+    starts = np.cumsum([0] + [len(b) for b in boxes])
+    picks = [int(np.argmax(evidence[starts[t]:starts[t + 1], t])) for t in range(n)]
+    chosen = [boxes[t][picks[t]] for t in range(n)]
+    scores = [float(crop_probs[starts[t]:starts[t + 1], t].max()) for t in range(n)]
 
-    starts = np.cumsum([0] + [len(r) for r in regions])
-    picks = [int(starts[t] + np.argmax(evidence[starts[t]:starts[t + 1], t])) for t in range(n)]
-    hits = [tuple(int(v) for v in windows[p]) for p in picks]
-    chosen = [regions[t][picks[t] - starts[t]] for t in range(n)]
-    anchors = [square_around(b, width, height, ANCHOR_MARGIN) for b in chosen]
-    refined, passes, extra = _verify(detector, image, classes, anchors, width, height,
-                                     config.verify_crops - spent, config)
-    spent += extra
+    extra = min(len(PRESENCE_SCALES), (config.verify_crops - spent) // n)
+    if extra > 0:
+        shrunk = np.concatenate([scaled_boxes(b, PRESENCE_SCALES[:extra], width, height)
+                                 for b in chosen])
+        more, _ = detector._score(image, shrunk, classes, n)
+        spent += len(shrunk)
+        scores = [max(scores[t], float(more[t * extra:(t + 1) * extra, t].max()))
+                  for t in range(n)]
 
     results, heatmaps = [], []
     for t, phrase in enumerate(targets):
-        scores = crop_probs[:, t]
-        score = max([float(scores[starts[t]:starts[t + 1]].max())]
-                    + [float(p.probs.max()) for p in passes[t]])
         if with_heatmap:
             heatmaps.append(dense_heatmap(maps[:, :, t], width, height, config.heatmap_stride))
         results.append(TargetResult(
             phrase=phrase,
-            present=score >= config.presence_threshold,
-            score=score,
+            present=scores[t] >= config.presence_threshold,
+            score=scores[t],
             frame_score=float("nan"),
-            box=refined[t] or chosen[t],
-            best_window=hits[t],
-            window_scores=scores,
+            box=chosen[t],
+            best_window=chosen[t],
+            window_scores=crop_probs[:, t],
         ))
-    return Detection(results, windows, width, height, spent, heatmaps, config.heatmap_stride,
-                     refined=any(passes))
-
-
-def _verify(detector: Detector, image, classes, hits: list[Box], width: int, height: int,
-            budget: int, config):
-    """The crop-mode refinement around the verified hits (the one call into the detector's
-    box method): final boxes (or None), the fine passes per target, and the crops spent."""
-    if not config.refine or budget < 1:
-        return [None] * len(hits), [[] for _ in hits], 0
-    # The heatmap box: rank_fit needs more windows than a dozen verification crops
-    # give (measured on the known-answer family at merge: it failed the hybrid tests).
-    return detector._refine(image, classes, hits, width, height, budget,
-                            config.refine_stages, config.box_alpha, config.heatmap_stride,
-                            method="heatmap")
+    return Detection(results, windows, width, height, spent, heatmaps, config.heatmap_stride)
