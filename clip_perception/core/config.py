@@ -71,6 +71,9 @@ class DetectorConfig:
             pass proposes regions, a few crops verify them; needs an encoder
             with ``encode_dense``, else crops run).
         verify_crops: in hybrid mode, the most crops encoded per frame.
+        hybrid_zoom: in hybrid mode, refit a box that spans fewer than 4 dense cells on
+            a second dense pass over the region around it (one more pass per
+            such target).
     """
 
     prompt_templates: tuple[str, ...] = DEFAULT_TEMPLATES
@@ -88,6 +91,7 @@ class DetectorConfig:
     box_method: str = "rank_fit"
     mode: str = "crops"
     verify_crops: int = 12
+    hybrid_zoom: bool = True
 
     def __post_init__(self) -> None:
         for name in ("prompt_templates", "background_prompts"):

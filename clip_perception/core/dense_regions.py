@@ -35,17 +35,17 @@ def margin_map(logits: np.ndarray, n_targets: int) -> np.ndarray:
     return logits[:, :n_targets] - context
 
 
-def regions(margin: np.ndarray, count: int, level: float = LEVEL
-            ) -> list[tuple[slice, slice, float]]:
+def regions(margin: np.ndarray, count: int, level: float = LEVEL,
+            floor: float | None = None) -> list[tuple[slice, slice, float]]:
     """Up to ``count`` connected regions of ``margin`` ``[h, w]``, strongest peak first.
 
     Each is ``(row slice, column slice, peak)``: the bounding cells of a
     4-connected group of cells at or above ``floor + level x (peak - floor)``,
-    with ``floor`` the map's median. Ties in peak go to the larger summed
-    height above the floor. A flat map gives its first peak cell alone.
+    with ``floor`` the map's median unless given. Ties in peak go to the larger
+    summed height above the floor. A flat map gives its first peak cell alone.
     """
     peak = float(margin.max())
-    floor = float(np.median(margin))
+    floor = float(np.median(margin)) if floor is None else float(floor)
     if not peak > floor:
         i, j = np.unravel_index(int(np.argmax(margin)), margin.shape)
         return [(slice(i, i + 1), slice(j, j + 1), peak)]

@@ -76,6 +76,7 @@ class Detection:
     heatmaps: list[np.ndarray] = field(default_factory=list, repr=False)
     heatmap_cell: int = 1
     refined: bool = False  # a finer pass ran (False when the coarse grid used the budget)
+    dense_passes: int = 0  # hybrid: encode_dense calls (the frame's, plus one per zoom)
 
     @property
     def present(self) -> bool:

@@ -49,6 +49,8 @@ Box = tuple[int, int, int, int]
 MAX_CANDIDATES = 3    # candidate regions verified per target
 CROPS_PER_CANDIDATE = 4  # verify_crops per target per candidate before candidates are cut
 PRESENCE_SCALES = ((0.7, 0.7), (0.5, 0.5))  # the chosen box shrunk: presence crops
+ZOOM_BELOW = 4        # a box fewer cells than this across gets a second, zoomed dense pass
+ZOOM_MARGIN = 0.5     # the zoomed region: the box grown this share of its side (>= 1 cell) a side
 
 
 def supports_dense(encoder) -> bool:
@@ -77,6 +79,76 @@ def dense_heatmap(prob: np.ndarray, width: int, height: int, cell: int) -> np.nd
     i = np.minimum((cy * rows / height).astype(int), rows - 1)
     j = np.minimum((cx * cols / width).astype(int), cols - 1)
     return prob[np.ix_(i, j)].astype(np.float64)
+
+
+def needs_zoom(box: Box, cell: tuple[float, float], below: int = ZOOM_BELOW) -> bool:
+    """True if ``box`` spans fewer than ``below`` cells of ``cell`` pixels on a side."""
+    return min((box[2] - box[0]) / cell[0], (box[3] - box[1]) / cell[1]) < below
+
+
+def zoom_region(box: Box, cell: tuple[float, float], width: int, height: int,
+                margin: float = ZOOM_MARGIN) -> Box:
+    """``box`` grown by ``margin`` x its side (at least one cell) each way, inside the frame."""
+    x0, y0, x1, y1 = box
+    gx = max(cell[0], margin * (x1 - x0))
+    gy = max(cell[1], margin * (y1 - y0))
+    return (max(0, int(x0 - gx)), max(0, int(y0 - gy)),
+            min(width, int(np.ceil(x1 + gx))), min(height, int(np.ceil(y1 + gy))))
+
+
+def zoom_fit(detector: Detector, image: torch.Tensor, classes: torch.Tensor, t: int, n: int,
+             box: Box, cell: tuple[float, float], width: int, height: int) -> Box:
+    """``box`` refitted on a second dense pass over the region around it.
+
+    The region is cut from the uploaded frame and scaled up to the frame's long
+    side, so the encoder's cells cover fewer frame pixels there; the new map's
+    region that overlaps ``box`` most (the strongest on a tie) is fitted the same
+    way as the first, its level set from the cells outside ``box`` (the object
+    fills much of the zoomed region, so the map's median would sit on it).
+    ``box`` stays if the zoomed map has no such region.
+    """
+    rx0, ry0, rx1, ry1 = zoom_region(box, cell, width, height)
+    rw, rh = rx1 - rx0, ry1 - ry0
+    scale = max(width, height) / max(rw, rh)
+    zw, zh = max(1, int(round(rw * scale))), max(1, int(round(rh * scale)))
+    with torch.inference_mode():
+        crop = image[:, :, ry0:ry1, rx0:rx1]
+        zoomed = F.interpolate(crop.float(), size=(zh, zw), mode="bilinear",
+                               align_corners=False).clamp_(0, 1).to(image.dtype)
+        dense = detector.encoder.encode_dense(zoomed)
+        rows, cols, dim = dense.shape
+        cells = F.normalize(dense.reshape(-1, dim).to(classes.device).float(), dim=-1)
+        logits = detector.logit_scale * cells @ classes.float().T
+    margin = margin_map(logits.cpu().numpy().astype(np.float64), n)[:, t].reshape(rows, cols)
+    xs, ys = cell_bounds(rows, cols, rw, rh)
+    inner = (box[0] - rx0, box[1] - ry0, box[2] - rx0, box[3] - ry0)
+    best, best_key = None, None
+    for r, c, peak in regions(margin, MAX_CANDIDATES, floor=outside_median(margin, xs, ys,
+                                                                            inner)):
+        fitted = fit_cells(margin, r, c, xs, ys)
+        key = (overlap(fitted, inner), peak)
+        if best_key is None or key > best_key:
+            best, best_key = fitted, key
+    if best is None or best_key[0] <= 0:
+        return box
+    return best[0] + rx0, best[1] + ry0, best[2] + rx0, best[3] + ry0
+
+
+def outside_median(margin: np.ndarray, xs: np.ndarray, ys: np.ndarray, box: Box
+                   ) -> float | None:
+    """The median margin of the cells whose centres lie outside ``box``: the zoomed
+    region's background level, which the object (a large share of that region) would
+    raise if the whole map's median were taken. None when no cell lies outside."""
+    cx, cy = (xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2
+    inside = ((cy[:, None] >= box[1]) & (cy[:, None] < box[3])
+              & (cx[None, :] >= box[0]) & (cx[None, :] < box[2]))
+    return float(np.median(margin[~inside])) if (~inside).any() else None
+
+
+def overlap(a: Box, b: Box) -> int:
+    """Intersection area of two boxes, pixels."""
+    return (max(0, min(a[2], b[2]) - max(a[0], b[0]))
+            * max(0, min(a[3], b[3]) - max(a[1], b[1])))
 
 
 def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, ...],
@@ -110,6 +182,10 @@ def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, .
     picks = [int(np.argmax(evidence[starts[t]:starts[t + 1], t])) for t in range(n)]
     chosen = [boxes[t][picks[t]] for t in range(n)]
     scores = [float(crop_probs[starts[t]:starts[t + 1], t].max()) for t in range(n)]
+    cell = (width / cols, height / rows)
+    zoomed = [config.hybrid_zoom and needs_zoom(box, cell) for box in chosen]
+    chosen = [zoom_fit(detector, image, classes, t, n, box, cell, width, height) if zoom
+              else box for t, (box, zoom) in enumerate(zip(chosen, zoomed))]
 
     extra = min(len(PRESENCE_SCALES), (config.verify_crops - spent) // n)
     if extra > 0:
@@ -133,4 +209,5 @@ def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, .
             best_window=chosen[t],
             window_scores=crop_probs[:, t],
         ))
-    return Detection(results, windows, width, height, spent, heatmaps, config.heatmap_stride)
+    return Detection(results, windows, width, height, spent, heatmaps, config.heatmap_stride,
+                     dense_passes=1 + sum(zoomed))

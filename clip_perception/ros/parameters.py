@@ -70,6 +70,8 @@ PARAMS: tuple[Param, ...] = (
           "proposes, verify_crops crops decide; needs an encoder with encode_dense)"),
     Param("verify_crops", _D.verify_crops, "hybrid mode: most crops encoded per frame",
           bounds=RANGES["verify_crops"]),
+    Param("hybrid_zoom", _D.hybrid_zoom, "hybrid mode: refit a box that spans fewer than 4 "
+          "dense cells on a second dense pass over the region around it"),
     Param("publish_debug_image", True, "publish debug_image while someone subscribes"),
     Param("publish_heatmap", True, "publish heatmap while someone subscribes"),
     Param("image_reliability", "best_effort", "image subscription QoS: best_effort (works "
@@ -94,6 +96,7 @@ DETECTOR_FIELDS = (
     "prompt_templates", "background_prompts", "neutral_prompt", "presence_threshold",
     "window_scales", "window_stride", "include_full_frame", "refine", "refine_stages",
     "crop_budget", "heatmap_stride", "box_alpha", "box_method", "mode", "verify_crops",
+    "hybrid_zoom",
 )
 
 

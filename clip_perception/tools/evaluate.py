@@ -277,6 +277,13 @@ def rgbd_scene_set(count: int, seed: int, width: int, height: int):
                             distractors=int(rng.integers(0, 4))) for _ in range(count)]
 
 
+def with_dense_cell(encoder, cell: int | None):
+    """A known-answer ``encoder`` with ``cell``-pixel dense cells (None: as loaded)."""
+    if cell is not None:
+        encoder.patch = int(cell)
+    return encoder
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clip_perception.evaluate",
                                      description=__doc__.split("\n\n")[0])
@@ -305,12 +312,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("crops", "hybrid"), default="crops",
                         help="hybrid: also evaluate hybrid mode beside crop mode "
                              "(the encoder needs encode_dense)")
+    parser.add_argument("--dense-cell", type=int, default=None, metavar="PX",
+                        help="known-answer encoders: pixels per encode_dense cell (default "
+                             "16; ViT-B/32's cells cover about 46 px of a 640x480 frame)")
     parser.add_argument("--rgbd", action="store_true",
                         help="3D position error on generated RGB-D scenes (or an RGB-D "
                              "labelled bag), in both depth encodings")
     args = parser.parse_args(argv)
     if sum(bool(x) for x in (args.model, args.encoder, args.all_encoders)) > 1:
         parser.error("give one of --model, --encoder and --all-encoders")
+    if args.dense_cell is not None and (args.model or args.dense_cell < 1):
+        parser.error("--dense-cell takes a positive size and the known-answer encoders "
+                     "(--encoder or --all-encoders)")
 
     config = DetectorConfig()
     if args.threshold is not None:
@@ -332,10 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.all_encoders:
         print(f"encoders={','.join(known_answer.family())} scenes={len(scenes)} {source} "
-              f"threshold={config.presence_threshold} box_method={config.box_method}")
+              f"threshold={config.presence_threshold} box_method={config.box_method}"
+              + (f" dense_cell={args.dense_cell}" if args.dense_cell else ""))
         met = True
         for name in known_answer.family():
-            encoder = load_encoder(known_answer.spec(name), args.device, args.precision)
+            encoder = with_dense_cell(load_encoder(known_answer.spec(name), args.device,
+                                                   args.precision), args.dense_cell)
             report = evaluate(Detector(encoder, config.with_changes(mode="crops")), scenes, name)
             print(encoder_row(name, report))
             met &= report.meets_goals()
@@ -349,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     model = known_answer.spec(args.encoder) if args.encoder else (args.model or COLOR_ENCODER)
-    encoder = load_encoder(model, args.device, args.precision)
+    encoder = with_dense_cell(load_encoder(model, args.device, args.precision), args.dense_cell)
     if args.mode == "hybrid" and not supports_dense(encoder):
         print(f"error: --mode hybrid needs an encoder with encode_dense; {model} has none",
               file=sys.stderr)
