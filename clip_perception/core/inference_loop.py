@@ -17,6 +17,9 @@ this result":
 * the targets (shared by all cameras), versioned: each job runs with one version and its result is
   published only while that version is still current (otherwise it is
   counted as superseded), checked again on the publisher thread;
+* a model whose server is not up yet (:meth:`~InferenceLoop.load_when_ready`):
+  retried on a thread of its own, health ERROR and frames counted as failed
+  until it loads;
 * health (:mod:`.health`, one for the loop) and counters, also per camera
   (:meth:`~InferenceLoop.camera_figures`); found/not-found changes are
   tracked per camera.
