@@ -477,3 +477,80 @@ def test_the_loop_runs_the_real_detector_and_prepare_does_not_switch_targets():
     result = published[0]
     assert result.header == "header" and result.targets.phrases == ("red block",)
     assert result.detection.present and result.changes[0].phrase == "red block"
+
+
+class ServerStarts:
+    """make() for load_when_ready: unreachable until ``up`` is set."""
+
+    def __init__(self, detector):
+        self.up = threading.Event()
+        self.calls = 0
+        self.detector = detector
+
+    def __call__(self):
+        from clip_perception.core.encoders import ModelUnreachableError
+
+        self.calls += 1
+        if not self.up.is_set():
+            raise ModelUnreachableError("no encoder at triton://127.0.0.1:1/clip")
+        return self.detector
+
+
+def test_a_model_whose_server_is_not_up_yet_is_loaded_once_it_answers():
+    """Frames before that count as failed and health says ERROR; the targets set
+    meanwhile are embedded when it loads; then results flow."""
+    h = Harness()
+    loop = InferenceLoop(h._publish, report=lambda k, m: h.problems.append((k, m)), poll=0.01)
+    make = ServerStarts(FakeDetector())
+    ready = []
+    loop.load_when_ready(make, retry=0.01, on_ready=ready.append)
+    loop.set_targets(("red block",))
+    loop.start()
+    try:
+        assert until(lambda: make.calls >= 3)
+        assert loop.loading and loop.detector is None
+        report = loop.health_report()
+        assert report.level == ERROR and "no model yet" in report.message
+        assert "triton://127.0.0.1:1/clip" in report.values["model_error"]
+        loop.submit(None, "early")
+        assert until(lambda: loop.counters()["frames_failed"] == 1)
+        assert ("model" in {k for k, _ in h.problems})
+        make.up.set()
+        assert until(lambda: ready == [make.detector])
+        assert not loop.loading and loop.detector is make.detector
+        assert make.detector.targets == ("red block",)
+        loop.submit(None, "f1")
+        assert until(lambda: "f1" in h.frames())
+        assert loop.health_report().level != ERROR
+    finally:
+        loop.stop(1.0)
+
+
+def test_release_stops_a_pending_model_load_for_good():
+    h = Harness()
+    loop = InferenceLoop(h._publish, report=lambda k, m: h.problems.append((k, m)), poll=0.01)
+    make = ServerStarts(FakeDetector())
+    loop.load_when_ready(make, retry=0.01)
+    assert until(lambda: make.calls >= 2)
+    assert loop.release() is True
+    make.up.set()
+    time.sleep(0.1)
+    assert loop.detector is None and not loop.loading
+    assert "no model yet" not in loop.health_report().message
+
+
+def test_a_model_that_fails_otherwise_while_loading_is_reported_not_retried():
+    h = Harness()
+    loop = InferenceLoop(h._publish, report=lambda k, m: h.problems.append((k, m)), poll=0.01)
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise Boom("checkpoint is corrupt")
+
+    loop.load_when_ready(broken, retry=0.01)
+    assert until(lambda: not loop.loading)
+    time.sleep(0.05)
+    assert len(calls) == 1 and loop.detector is None
+    assert any("not retrying" in m and "corrupt" in m for _, m in h.problems)
+    assert loop.health_report().level == ERROR

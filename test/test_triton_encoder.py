@@ -69,15 +69,19 @@ def test_without_tritonclient_a_triton_model_names_the_package(monkeypatch):
         load_encoder("triton://127.0.0.1:8001/clip")
 
 
-def test_no_server_is_a_model_load_error_after_connect_timeout():
+def test_no_server_is_a_retryable_model_load_error_after_connect_timeout():
+    """Unreachable, not broken: ModelUnreachableError (a ModelLoadError), so a node keeps
+    trying instead of failing to configure."""
     pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
+    from clip_perception.core.encoders import ModelUnreachableError
     from clip_perception.tools.triton_process import free_ports
 
     port = free_ports(1)[0]  # nothing listens there
     start = time.monotonic()
-    with pytest.raises(ModelLoadError, match="clip_perception.serve"):
+    with pytest.raises(ModelUnreachableError, match="clip_perception.serve"):
         load_encoder(f"triton://127.0.0.1:{port}/clip?connect_timeout=1")
     assert time.monotonic() - start < 8
+    assert issubclass(ModelUnreachableError, ModelLoadError)
 
 
 def frames(n=3, seed=0):

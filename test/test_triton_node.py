@@ -112,3 +112,44 @@ def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_doma
         if node is not None:
             node.stop()
         server.stop()
+
+
+def test_node_started_before_its_server_runs_reports_error_and_answers_once_it_is_up(
+        ros_domain, tmp_path):
+    """Robots may boot before the inference server: the node comes up anyway, says ERROR
+    in /diagnostics, counts the frames it cannot process, and answers once the server
+    is up (before this, configure failed after connect_timeout and the node exited)."""
+    server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color")  # not yet
+    node = probe = None
+    try:
+        node = NodeProcess(ros_domain, tmp_path / "node.log",
+                           {"model": server.url + "?timeout=5&connect_timeout=1",
+                            "diagnostics_period": 0.5})
+        probe = Probe(ros_domain)
+        assert probe.wait_for_node(60), f"node never subscribed:\n{node.log()}"
+        assert probe.command("find the red block", expect_targets="red block")
+        frame = make_scene(np.random.default_rng(3), target_colour="red", present=True).image
+        for i in range(5):
+            probe.image(frame, T0 + i)
+            probe.spin(0.2)
+        assert probe.spin_until(lambda: failures(probe) >= 1, 10), probe.counters()
+        assert probe.spin_until(lambda: probe.latest("/diagnostics") is not None, 5)
+        status = probe.latest("/diagnostics").status[0]
+        assert status.level == status.ERROR and "no model yet" in status.message, status.message
+        assert node.alive(), node.log()
+        assert f"127.0.0.1:{server.grpc_port}/color" in node.log()
+
+        server.start()
+        server.wait_ready(180)
+        back = time.monotonic()
+        answered = send_until_answered(probe, frame, T0 + 1000, 30)
+        assert answered is not None, f"no answer once the server was up:\n{node.log()}"
+        assert answered - back <= 5.0, f"answered {answered - back:.1f} s after the server's start"
+        assert probe.spin_until(lambda: probe.latest("detected").data is True, 5)
+        assert "model ready" in node.log()
+    finally:
+        if probe is not None:
+            probe.close()
+        if node is not None:
+            node.stop()
+        server.stop()

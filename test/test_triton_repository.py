@@ -56,8 +56,9 @@ def test_exported_repository_on_tritonserver_gives_in_process_answers(tmp_path):
     if python is None:
         pytest.skip("no .venv-triton (PyTriton's wheel carries tritonserver): run "
                     "`make triton-setup` (`make test` does)")
+    from clip_perception.serving.backend_server import python_backend
     from clip_perception.serving.environment import with_python_lib_dir
-    from clip_perception.tools.triton_process import free_ports, python_backend
+    from clip_perception.tools.triton_process import free_ports
 
     repo = tmp_path / "repo"
     for name, (spec, _) in MODELS.items():
@@ -157,3 +158,27 @@ def test_exported_image_model_keeps_frames_by_id_and_answers_missing_ones(tmp_pa
     np.testing.assert_array_equal(by_id[protocol.EMBEDDINGS], sent[protocol.EMBEDDINGS])
     ask(frames[1][None], (4, 1, 1))  # a cache of one frame (from the config): evicts (3, 1)
     assert ask(placeholder, (3, 1, 0))[protocol.STATUS].tolist() == [[protocol.FRAME_MISSING]]
+
+
+def test_serve_defaults_to_tritonservers_python_backend_and_builds_its_command(tmp_path):
+    """serve's flags reach tritonserver (addresses, ports, repository, backends); the
+    default backend is Triton's own, PyTriton is a flag; 'auto' picks the instance kind."""
+    from clip_perception.serving.backend_server import resolve_device, server_command
+    from clip_perception.serving.triton_server import parse_args
+
+    args = parse_args(["--model", "m", "--grpc-port", "9001", "--host", "0.0.0.0"])
+    assert args.backend == "python"
+    assert parse_args(["--backend", "pytriton"]).backend == "pytriton"
+    with pytest.raises(SystemExit):
+        parse_args(["--backend", "onnx"])
+    command = server_command(Path("/bin/tritonserver"), tmp_path / "repo", tmp_path / "b",
+                             args.host, args.http_port, args.grpc_port, args.metrics_port)
+    assert command[0] == "/bin/tritonserver"
+    for flag in (f"--model-repository={tmp_path / 'repo'}", f"--backend-directory={tmp_path / 'b'}",
+                 "--grpc-address=0.0.0.0", "--grpc-port=9001", "--http-port=8000",
+                 "--metrics-port=8002", "--log-verbose=0"):
+        assert flag in command
+    import torch
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cuda:1") == "cuda:1"

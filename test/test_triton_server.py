@@ -1,4 +1,5 @@
-"""A real Triton server (PyTriton, ``python -m clip_perception.serve``) on 127.0.0.1.
+"""A real Triton server (``python -m clip_perception.serve``) on 127.0.0.1: its default,
+tritonserver's own Python backend, and ``--backend pytriton``.
 
 The remote encoder must give the in-process answers on the same frames, for
 more than one encoder; a killed server must cost clean per-call exceptions,
@@ -46,6 +47,10 @@ def servers(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("triton")
     started = {kind: TritonServerProcess(spec, log_dir / f"{kind}.log", name=kind).start()
                for kind, (spec, _) in MODELS.items()}
+    # the same encoder through PyTriton's proxy (serve --backend pytriton)
+    started["color_pytriton"] = TritonServerProcess(
+        MODELS["color"][0], log_dir / "color_pytriton.log", name="color_pytriton",
+        extra_args=("--backend", "pytriton")).start()
     # a server that keeps one frame: other clients' frames evict a client's between passes
     started["one_frame"] = TritonServerProcess(
         MODELS["color"][0], log_dir / "one_frame.log", name="one_frame",
@@ -73,10 +78,10 @@ def local_windows(encoder, image, boxes):
     return encoder.encode_images(crop_windows(uploaded, boxes, encoder.input_size))
 
 
-@pytest.mark.parametrize("kind", sorted(MODELS))
+@pytest.mark.parametrize("kind", [*sorted(MODELS), "color_pytriton"])
 def test_remote_encoder_gives_the_in_process_answers(servers, kind):
     remote = load_encoder(servers[kind].url)
-    local = MODELS[kind][1]()
+    local = MODELS[kind.removesuffix("_pytriton")][1]()
     assert remote.input_size == local.input_size
     assert remote.logit_scale == pytest.approx(float(getattr(local, "logit_scale", 100.0)))
     texts = ["a red block", "a table", "something else entirely"]
@@ -125,8 +130,9 @@ def test_concurrent_clients_batched_together_each_get_their_own_answers(servers)
         np.testing.assert_allclose(results[i], local_windows(local, image, boxes), atol=1e-6)
 
 
-def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
-    server = servers["color"]
+@pytest.mark.parametrize("kind", ["color", "color_pytriton"])
+def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers, kind):
+    server = servers[kind]
     remote = load_encoder(server.url + "?timeout=5")
     detector = Detector(remote)
     colour, image = scenes()[0]
@@ -136,7 +142,7 @@ def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
     server.stop(hard=True)  # SIGKILL: tritonserver and the Python backend go at once
     for _ in range(3):
         start = time.monotonic()
-        with pytest.raises(EncoderUnavailableError, match=r"triton://127\.0\.0\.1:\d+/color"):
+        with pytest.raises(EncoderUnavailableError, match=rf"triton://127\.0\.0\.1:\d+/{kind}"):
             detector.detect(image, [f"{colour} block"])
         assert time.monotonic() - start < 5.5, "a down server must fail within the timeout"
     with pytest.raises(EncoderUnavailableError):
@@ -220,3 +226,24 @@ def test_frames_evicted_by_other_clients_are_sent_again(servers):
         want = Detector(local).detect(image, [f"{scenes(seed=7)[i][0]} block"])
         assert [(t.present, t.box) for t in results[i].targets] == [
             (t.present, t.box) for t in want.targets]
+
+
+def test_serve_stops_tritonserver_and_removes_its_repository_on_sigterm(tmp_path):
+    """serve's default runs tritonserver as its child on an exported repository in a
+    temporary directory: SIGTERM to serve stops both, cleanly, and removes it."""
+    import os
+    import signal
+
+    server = TritonServerProcess(MODELS["color"][0], tmp_path / "serve.log", name="term").start()
+    try:
+        server.wait_ready(180)
+        home = server._home
+        assert [p for p in os.listdir(home) if p.startswith("cp-serve-")]
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(60) == 0, server.log()[-2000:]
+        assert not [p for p in os.listdir(home) if p.startswith("cp-serve-")]
+        with pytest.raises(ProcessLookupError):  # nothing of its process group is left
+            os.killpg(server.proc.pid, 0)
+        assert "on tritonserver's Python backend" in server.log()
+    finally:
+        server.stop()

@@ -37,6 +37,11 @@ class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message says how to fix it."""
 
 
+class ModelUnreachableError(ModelLoadError):
+    """The model's server did not answer while loading: trying again later may succeed
+    (a node keeps running and loads the model once the server answers)."""
+
+
 class EncoderUnavailableError(RuntimeError):
     """A remote encoder could not answer this call (server down, timed out or refused).
 

@@ -70,6 +70,7 @@ class Health:
         self._error_kinds: deque[tuple[float, str]] = deque()
         self._started: float | None = None
         self.target_error: str | None = None
+        self.model_error: str | None = None  # the model is not loaded yet: why
 
     def started(self) -> None:
         """The loop (re)started: rates and staleness count from now."""
@@ -123,6 +124,9 @@ class Health:
             values["error_kinds_in_window"] = ", ".join(kinds)
         if self.target_error:
             values["target_error"] = self.target_error
+        if self.model_error:
+            values["model_error"] = self.model_error
+            return HealthReport(ERROR, f"no model yet: {self.model_error}", values)
         if running and not worker_alive:
             return HealthReport(ERROR, "worker thread died: no more results", values)
         if running and busy_for is not None and busy_for > self.stall_after:

@@ -17,6 +17,9 @@ this result":
 * the targets (shared by all cameras), versioned: each job runs with one version and its result is
   published only while that version is still current (otherwise it is
   counted as superseded), checked again on the publisher thread;
+* a model whose server is not up yet (:meth:`~InferenceLoop.load_when_ready`):
+  retried on a thread of its own, health ERROR and frames counted as failed
+  until it loads;
 * health (:mod:`.health`, one for the loop) and counters, also per camera
   (:meth:`~InferenceLoop.camera_figures`); found/not-found changes are
   tracked per camera.
@@ -37,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .encoders import EncoderUnavailableError
+from .encoders import EncoderUnavailableError, ModelUnreachableError
 from .health import Health, HealthReport
 from .latest_slot import CameraSlots
 from .timings import Timings
@@ -152,6 +155,7 @@ class InferenceLoop:
         self._detector = None
         self._run: _Run | None = None
         self._after_release: list[Callable[[], None]] = []
+        self._loader: tuple[threading.Thread, threading.Event] | None = None
         self._zombies: list[_Run] = []  # runs whose worker outlived stop()
 
     # --- state ----------------------------------------------------------------------
@@ -229,19 +233,83 @@ class InferenceLoop:
         Returns False (reported; the targets stay) if they cannot be embedded.
         """
         with self._update_lock:
-            with self._lock:
-                self._detector = detector
-            phrases = self._targets.phrases
-            try:
-                detector.set_targets(phrases)
-            except Exception as exc:
-                self._target_failed(phrases, exc)
-                return False
-            return True
+            return self._load_locked(detector)
+
+    def _load_locked(self, detector) -> bool:
+        with self._lock:
+            self._detector = detector
+        phrases = self._targets.phrases
+        try:
+            detector.set_targets(phrases)
+        except Exception as exc:
+            self._target_failed(phrases, exc)
+            return False
+        return True
+
+    def load_when_ready(self, make: Callable[[], Any], *, retry: float = 1.0,
+                        on_ready: Callable[[Any], None] | None = None) -> None:
+        """Build the detector with ``make()`` on a thread of its own, then :meth:`load` it.
+
+        For a model whose server is not up yet: while ``make`` raises
+        :class:`~.encoders.ModelUnreachableError`, each attempt is reported, health
+        says ERROR ("no model yet"), submitted frames count as failed, and it tries
+        again ``retry`` s later. Any other error is reported and ends the attempts
+        (health stays ERROR). ``on_ready(detector)`` runs once it is loaded.
+        :meth:`release` cancels the attempts.
+        """
+        self._cancel_loader()
+        cancel = threading.Event()
+
+        def attempts() -> None:
+            while not cancel.is_set():
+                try:
+                    detector = make()
+                except ModelUnreachableError as exc:
+                    self.health.model_error = str(exc)
+                    self._problem("model", f"model not loaded yet (retrying every "
+                                           f"{retry:g} s): {exc}")
+                    cancel.wait(retry)
+                    continue
+                except Exception as exc:  # a broken model: say so, stop trying
+                    self.health.model_error = f"{exc}"
+                    self._problem("model", f"the model could not be loaded; not retrying: "
+                                           f"{exc}")
+                    return
+                with self._update_lock:  # release() cancels under this lock: no stale load
+                    if cancel.is_set():
+                        return
+                    self._load_locked(detector)
+                    self.health.model_error = None
+                if on_ready is not None:
+                    try:
+                        on_ready(detector)
+                    except Exception:  # a broken callback must not undo the load
+                        _log.exception("on_ready failed")
+                return
+
+        thread = threading.Thread(target=attempts, name="clip_perception_model_loader",
+                                  daemon=True)
+        self._loader = (thread, cancel)
+        thread.start()
+
+    @property
+    def loading(self) -> bool:
+        """True while :meth:`load_when_ready` is still trying."""
+        loader = self._loader
+        return loader is not None and loader[0].is_alive() and not loader[1].is_set()
+
+    def _cancel_loader(self) -> None:
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            with self._update_lock:
+                loader[1].set()
+            self.health.model_error = None
 
     def release(self, after: Callable[[], None] | None = None) -> bool:
-        """Drop the detector. ``after`` (e.g. freeing caches) runs once no worker can
-        use it: now, or when a worker that outlived :meth:`stop` exits. True if now."""
+        """Drop the detector (and stop a :meth:`load_when_ready` still trying). ``after``
+        (e.g. freeing caches) runs once no worker can use it: now, or when a worker
+        that outlived :meth:`stop` exits. True if now."""
+        self._cancel_loader()
         with self._lock:
             self._detector = None
             busy = [r for r in self._zombies if r.worker is not None and r.worker.is_alive()]
@@ -404,6 +472,10 @@ class InferenceLoop:
         run.busy_since = self._clock()
         with self._lock:
             targets, detector = self._targets, self._detector
+        if detector is None and self.health.model_error:  # its server is not up yet
+            for job in jobs:
+                self._count("frames_failed", camera=job.camera)
+            return
         if detector is None or not targets.phrases:
             self._count("frames_without_target", len(jobs))
             return

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import triton_protocol as protocol
-from .encoders import EncoderUnavailableError, ModelLoadError
+from .encoders import EncoderUnavailableError, ModelLoadError, ModelUnreachableError
 from .image_formats import Frame
 
 SCHEME = "triton://"
@@ -195,7 +195,7 @@ class TritonEncoder:
                 break
             except Exception as exc:
                 if time.monotonic() >= deadline:
-                    raise ModelLoadError(
+                    raise ModelUnreachableError(
                         f"no encoder at {self.address} ({exc}); start one with `python -m "
                         f"clip_perception.serve --model MODEL --name {self.address.name} "
                         f"--grpc-port {self.address.port}` or check the host and port") from exc

@@ -37,7 +37,7 @@ from std_msgs.msg import String
 from ..core.command import CommandError, parse_command
 from ..core.config import ConfigError
 from ..core.detector import Detector
-from ..core.encoders import ModelLoadError, load_encoder
+from ..core.encoders import ModelLoadError, ModelUnreachableError, load_encoder
 from ..core.health import Health
 from ..core.inference_loop import InferenceLoop, Result
 from ..core.log_throttle import ProblemLog
@@ -181,11 +181,16 @@ class PerceptionNode(LifecycleNode):
         try:
             encoder = load_encoder(v["model"], v["device"], v["precision"],
                                    v["model_download_root"] or None)
+        except ModelUnreachableError as exc:  # a server not up yet: keep trying, run anyway
+            log.error(f"{exc}; the node runs on, reports ERROR in /diagnostics and loads "
+                      "the model as soon as its server answers")
+            self.loop.load_when_ready(self._make_detector, on_ready=self._model_ready)
+            encoder = None
         except ModelLoadError as exc:
             log.error(str(exc))
             return TransitionCallbackReturn.FAILURE
-        detector = Detector(encoder, config)
-        self.loop.load(detector)
+        if encoder is not None:
+            self.loop.load(Detector(encoder, config))
         for i, camera in enumerate(self.cameras.values()):
             camera.outputs = Outputs(self, self._values, camera.prefix,
                                      targets_topic="targets" if i == 0 else None)
@@ -199,10 +204,22 @@ class PerceptionNode(LifecycleNode):
                                            v["diagnostics_period"])
         if len(self.cameras) > 1 or "" not in self.cameras:
             log.info(f"{len(self.cameras)} cameras share the model: {', '.join(self.cameras)}")
-        log.info(f"model ready on {detector.device}; input {detector.input_size}px, "
-                 f"{len(detector.windows_for(640, 480))} coarse windows at 640x480, "
-                 f"crop budget {config.crop_budget}")
+        if encoder is not None:
+            self._model_ready(self.loop.detector)
         return TransitionCallbackReturn.SUCCESS
+
+    def _make_detector(self) -> Detector:
+        """A detector for the current parameters (the model loader's thread)."""
+        v = self._values
+        encoder = load_encoder(v["model"], v["device"], v["precision"],
+                               v["model_download_root"] or None)
+        return Detector(encoder, detector_config(v))
+
+    def _model_ready(self, detector: Detector) -> None:
+        self.get_logger().info(
+            f"model ready on {detector.device}; input {detector.input_size}px, "
+            f"{len(detector.windows_for(640, 480))} coarse windows at 640x480, "
+            f"crop budget {detector.config.crop_budget}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         v = self._values

@@ -1,10 +1,16 @@
-"""``python -m clip_perception.serve``: host an encoder on Triton Inference Server (PyTriton).
+"""``python -m clip_perception.serve``: host an encoder on Triton Inference Server.
 
 Any encoder the node can load (a CLIP name, a checkpoint path or
 ``module:factory``) is served as two models (see :mod:`..core.triton_protocol`): an image
 model that takes a uint8 frame and its window boxes and returns one embedding
 per window, cropping on the server's device, and a text model. The image model
 batches requests dynamically. Binds to 127.0.0.1 unless ``--host`` says otherwise.
+
+Two ways to run it, both from the ``nvidia-pytriton`` wheel: ``--backend python``
+(default) exports the model repository and runs it on the wheel's
+``tritonserver`` with Triton's own Python backend, as NVIDIA's container would
+(:mod:`.backend_server`); ``--backend pytriton`` binds the encoder with PyTriton,
+which adds a proxy process between tritonserver and the model.
 """
 
 from __future__ import annotations
@@ -36,8 +42,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--backend", choices=("python", "pytriton"), default="python",
+                   help="python (default): the exported repository on tritonserver's own "
+                        "Python backend; pytriton: PyTriton's proxy (one process hop more "
+                        "per request)")
     p.add_argument("--instances", type=int, default=1,
-                   help="model instances (each runs requests concurrently; one encoder shared)")
+                   help="model instances, each running requests concurrently (python: a "
+                        "process and a copy of the weights each; pytriton: one shared encoder)")
     p.add_argument("--max-batch", type=int, default=8,
                    help="most frames one dynamic batch of the image model holds")
     p.add_argument("--max-queue-delay-us", type=int, default=0,
@@ -117,8 +128,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM stops the server as Ctrl-C does, so PyTriton ends tritonserver and
-    removes its workspace (by default a Python process dies on SIGTERM without either)."""
+    """SIGTERM stops the server as Ctrl-C does, so tritonserver is stopped and the
+    workspace removed (by default a Python process dies on SIGTERM without either)."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
@@ -141,4 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_server_environment(argv)
     _stop_on_sigterm()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if args.backend == "python":
+        from .backend_server import serve_repository
+
+        return serve_repository(args)
     return serve(args)

@@ -1,5 +1,6 @@
-"""Run ``python -m clip_perception.serve`` as a child process on loopback (tests, benchmark),
-or the same encoder exported for Triton's own Python backend (:class:`RepositoryServerProcess`).
+"""Run ``python -m clip_perception.serve`` as a child process on loopback (tests, benchmark):
+by default on tritonserver's own Python backend, or PyTriton with
+``extra_args=("--backend", "pytriton")``.
 
 The server runs in its own environment (``.venv-triton``, see
 :mod:`clip_perception.serving.environment`) on free ports of 127.0.0.1. It can
@@ -35,7 +36,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 class TritonServerProcess:
-    """``clip_perception.serve`` for ``model`` as ``name`` on 127.0.0.1, output to ``log_path``."""
+    """``clip_perception.serve`` for ``model`` as ``name`` on 127.0.0.1, output to ``log_path``
+    (``extra_args`` are more ``serve`` flags, e.g. ``("--backend", "pytriton")``)."""
 
     def __init__(self, model: str, log_path: str | Path, name: str = "enc",
                  python: str | Path | None = None, extra_args: tuple[str, ...] = ()):
@@ -66,10 +68,12 @@ class TritonServerProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
         env["PYTHONUNBUFFERED"] = "1"
-        # PyTriton's workspace (sockets, model store) in a short directory of ours (Unix
-        # socket paths are limited to 107 bytes), removed by stop(): a killed server cannot
-        self._home = tempfile.mkdtemp(prefix="cp-pytriton-")
+        # PyTriton's workspace (sockets, model store) or serve's exported repository in a
+        # short directory of ours (Unix socket paths are limited to 107 bytes), removed by
+        # stop(): a killed server cannot
+        self._home = tempfile.mkdtemp(prefix="cp-triton-")
         env["PYTRITON_HOME"] = self._home
+        env["TMPDIR"] = self._home  # serve's exported repository: removed by stop() too
         self._log = open(self.log_path, "ab")
         # a session of its own: stop() ends tritonserver and the backend stubs with it
         self.proc = subprocess.Popen(self.command(), env=env, stdout=self._log,
@@ -140,66 +144,3 @@ class TritonServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def python_backend(python: str | Path, into: Path) -> tuple[Path, Path, Path]:
-    """tritonserver, a backend directory with Triton's Python backend and the stub for
-    ``python``'s version, and the libraries tritonserver needs, from PyTriton's wheel."""
-    probe = ("import pathlib, sys, pytriton; p = pathlib.Path(pytriton.__file__).parent; "
-             "print(p); print(p.parent / 'nvidia_pytriton.libs'); "
-             "print(f'{sys.version_info[0]}.{sys.version_info[1]}')")
-    pkg, libs, version = subprocess.run([str(python), "-c", probe], capture_output=True,
-                                        text=True, check=True).stdout.split()
-    server = Path(pkg) / "tritonserver"
-    backend = into / "backends" / "python"
-    backend.mkdir(parents=True, exist_ok=True)
-    for f in (server / "backends" / "python").iterdir():
-        if f.is_file():
-            shutil.copy(f, backend)
-    shutil.copy(server / "python_backend_stubs" / version / "triton_python_backend_stub", backend)
-    return server / "bin" / "tritonserver", into / "backends", Path(libs)
-
-
-class RepositoryServerProcess(TritonServerProcess):
-    """The production path on loopback: ``--export-repository`` for ``model`` served by
-    the ``tritonserver`` binary and Triton's own Python backend from PyTriton's wheel (the
-    backend of NVIDIA's container, without PyTriton's extra process hop)."""
-
-    def __init__(self, model: str, log_path: str | Path, name: str = "enc",
-                 python: str | Path | None = None, extra_args: tuple[str, ...] = ()):
-        super().__init__(model, log_path, name, python, extra_args)
-        self._dir = Path(tempfile.mkdtemp(prefix="cp-repo-"))
-        from ..serving.model_repository import write_repository
-
-        write_repository(self._dir / "repo", model, name, device="cpu")
-        self.binary, self.backends, libs = python_backend(self.python, self._dir)
-        libdir = subprocess.run([self.python, "-c", "import sysconfig; "
-                                 "print(sysconfig.get_config_var('LIBDIR'))"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        self._libs = [libdir, str(libs)]
-
-    def command(self) -> list[str]:
-        return [str(self.binary), f"--model-repository={self._dir / 'repo'}",
-                f"--backend-directory={self.backends}", "--http-address=127.0.0.1",
-                "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
-                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
-                f"--metrics-port={self.metrics_port}", *self.extra_args]
-
-    def start(self) -> RepositoryServerProcess:
-        from ..serving.environment import with_python_lib_dir
-
-        env = with_python_lib_dir(dict(os.environ))
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            [*self._libs, *[p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]])
-        env["PATH"] = os.pathsep.join([str(Path(self.python).parent), env["PATH"]])  # the stub's
-        env["PYTHONPATH"] = str(REPO_ROOT)
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                     start_new_session=True)
-        return self
-
-    def remove(self) -> None:
-        """Stop and delete the repository and backend copy."""
-        self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
