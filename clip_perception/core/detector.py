@@ -54,6 +54,9 @@ class TargetResult:
         box: the region (x0, y0, x1, y1), pixels of the original frame, x1/y1 exclusive.
         best_window: the single best window of the coarse grid.
         window_scores: target probability of every window of :attr:`Detection.windows`.
+        second_box: another region, apart from ``box``, that scores present on its own
+            (a second instance; ``box`` is the more confident one), or None.
+        second_score: that region's target probability (0.0 when there is none).
     """
 
     phrase: str
@@ -63,6 +66,8 @@ class TargetResult:
     box: Box
     best_window: Box
     window_scores: np.ndarray = field(repr=False)
+    second_box: Box | None = None
+    second_score: float = 0.0
 
 
 @dataclass
@@ -100,6 +105,19 @@ def scaled_about_centre(box: Box, scales: Sequence[float], width: int, height: i
     out[:, 3] = np.maximum(out[:, 3], np.minimum(out[:, 1] + 1, height))
     out[:, 1] = np.minimum(out[:, 1], out[:, 3] - 1)
     return out
+
+
+def second_instance(boxes: np.ndarray, probs: np.ndarray, box: Box, threshold: float
+                    ) -> tuple[Box, float] | None:
+    """The most probable of ``boxes`` that does not overlap ``box`` and scores at least
+    ``threshold`` on its own (a second instance of the target), with its probability."""
+    x0, y0, x1, y1 = box
+    apart = ((boxes[:, 2] <= x0) | (boxes[:, 0] >= x1)
+             | (boxes[:, 3] <= y0) | (boxes[:, 1] >= y1)) & (probs >= threshold)
+    if not apart.any():
+        return None
+    best = np.flatnonzero(apart)[np.argmax(probs[apart])]
+    return tuple(int(v) for v in boxes[best]), float(probs[best])
 
 
 def _as_frame(frame: Frame | np.ndarray) -> Frame:
@@ -399,6 +417,10 @@ class Detector:
         for t, phrase in enumerate(targets):
             scores = probs[:, t]
             score = max([float(scores.max())] + [float(p.probs.max()) for p in passes[t]])
+            box = refined[t] or hits[t]
+            second = (second_instance(windows[sliding], scores[sliding], box,
+                                      config.presence_threshold)
+                      if score >= config.presence_threshold else None)
             if with_heatmap:
                 heatmaps.append(self._compose_heatmap(windows, scores, passes[t],
                                                       width, height, cell))
@@ -407,9 +429,11 @@ class Detector:
                 present=score >= config.presence_threshold,
                 score=score,
                 frame_score=float(scores[full[0]]) if len(full) else float("nan"),
-                box=refined[t] or hits[t],
+                box=box,
                 best_window=hits[t],
                 window_scores=scores,
+                second_box=second[0] if second else None,
+                second_score=second[1] if second else 0.0,
             ))
         return Detection(results, windows, width, height, crops, heatmaps, cell,
                          refined=any(passes))
