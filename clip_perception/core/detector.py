@@ -38,6 +38,7 @@ class FinePass(NamedTuple):
     windows: np.ndarray | None = None
     evidence: np.ndarray | None = None
 
+CHECK_SCALES = (1.0, 0.85, 0.7)  # the fitted box and centred shrinks: presence's own crops
 STAGE_CROPS = 20  # windows per target below which another refine stage costs more than it gives
 
 
@@ -53,6 +54,9 @@ class TargetResult:
         box: the region (x0, y0, x1, y1), pixels of the original frame, x1/y1 exclusive.
         best_window: the single best window of the coarse grid.
         window_scores: target probability of every window of :attr:`Detection.windows`.
+        second_box: another region, apart from ``box``, that scores present on its own
+            (a second instance; ``box`` is the more confident one), or None.
+        second_score: that region's target probability (0.0 when there is none).
     """
 
     phrase: str
@@ -62,6 +66,8 @@ class TargetResult:
     box: Box
     best_window: Box
     window_scores: np.ndarray = field(repr=False)
+    second_box: Box | None = None
+    second_score: float = 0.0
 
 
 @dataclass
@@ -82,6 +88,36 @@ class Detection:
     def present(self) -> bool:
         """True when every target was found."""
         return bool(self.targets) and all(t.present for t in self.targets)
+
+
+def scaled_about_centre(box: Box, scales: Sequence[float], width: int, height: int
+                       ) -> np.ndarray:
+    """``box`` with its sides scaled by each of ``scales`` about its centre, inside the
+    frame, at least one pixel: ``[len(scales), 4]``."""
+    x0, y0, x1, y1 = box
+    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+    out = np.rint([(cx - s * w / 2, cy - s * h / 2, cx + s * w / 2, cy + s * h / 2)
+                   for s in scales]).astype(np.int64)
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+    out[:, 2] = np.maximum(out[:, 2], np.minimum(out[:, 0] + 1, width))
+    out[:, 0] = np.minimum(out[:, 0], out[:, 2] - 1)
+    out[:, 3] = np.maximum(out[:, 3], np.minimum(out[:, 1] + 1, height))
+    out[:, 1] = np.minimum(out[:, 1], out[:, 3] - 1)
+    return out
+
+
+def second_instance(boxes: np.ndarray, probs: np.ndarray, box: Box, threshold: float
+                    ) -> tuple[Box, float] | None:
+    """The most probable of ``boxes`` that does not overlap ``box`` and scores at least
+    ``threshold`` on its own (a second instance of the target), with its probability."""
+    x0, y0, x1, y1 = box
+    apart = ((boxes[:, 2] <= x0) | (boxes[:, 0] >= x1)
+             | (boxes[:, 3] <= y0) | (boxes[:, 1] >= y1)) & (probs >= threshold)
+    if not apart.any():
+        return None
+    best = np.flatnonzero(apart)[np.argmax(probs[apart])]
+    return tuple(int(v) for v in boxes[best]), float(probs[best])
 
 
 def _as_frame(frame: Frame | np.ndarray) -> Frame:
@@ -219,6 +255,8 @@ class Detector:
         if method is None:
             method = self.config.box_method
         n = len(hits)
+        check = method == "rank_fit" and budget >= n * (STAGE_CROPS + len(CHECK_SCALES))
+        budget -= n * len(CHECK_SCALES) if check else 0
         stages = min(stages, max(1, budget // (n * STAGE_CROPS)))
         boxes: list[Box | None] = [None] * n
         anchors = list(hits)
@@ -253,6 +291,23 @@ class Detector:
                     found = best_box(heat, coverage, alpha, cell, width, height)
                 if found is not None:
                     boxes[t] = anchors[t] = found
+        fitted = [t for t in range(n) if boxes[t] is not None]
+        if check and fitted:
+            # Presence's own evidence: the fitted box and centred shrinks of it. The
+            # refine grid's windows are squares of a few sizes, so for a small or
+            # elongated object none may hold mostly the object; a crop of the fitted
+            # box does, and a shrink still does when the box came out a little large.
+            # The box itself is not changed by these scores.
+            k = len(CHECK_SCALES)
+            tight = np.concatenate([scaled_about_centre(boxes[t], CHECK_SCALES, width, height)
+                                    for t in fitted])
+            probs, evidence = yield (image, tight, classes, n)
+            spent += len(tight)
+            for row, t in enumerate(fitted):
+                part = slice(row * k, (row + 1) * k)
+                none = np.zeros_like(passes[t][-1].coverage)
+                passes[t].append(FinePass(probs[part, t], none, none, tight[part],
+                                          evidence[part, t]))
         return boxes, passes, spent
 
     def detect(self, frame: Frame | np.ndarray, targets: Sequence[str] | None = None,
@@ -362,6 +417,10 @@ class Detector:
         for t, phrase in enumerate(targets):
             scores = probs[:, t]
             score = max([float(scores.max())] + [float(p.probs.max()) for p in passes[t]])
+            box = refined[t] or hits[t]
+            second = (second_instance(windows[sliding], scores[sliding], box,
+                                      config.presence_threshold)
+                      if score >= config.presence_threshold else None)
             if with_heatmap:
                 heatmaps.append(self._compose_heatmap(windows, scores, passes[t],
                                                       width, height, cell))
@@ -370,9 +429,11 @@ class Detector:
                 present=score >= config.presence_threshold,
                 score=score,
                 frame_score=float(scores[full[0]]) if len(full) else float("nan"),
-                box=refined[t] or hits[t],
+                box=box,
                 best_window=hits[t],
                 window_scores=scores,
+                second_box=second[0] if second else None,
+                second_score=second[1] if second else 0.0,
             ))
         return Detection(results, windows, width, height, crops, heatmaps, cell,
                          refined=any(passes))

@@ -159,7 +159,7 @@ def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, .
     Crops: up to :data:`MAX_CANDIDATES` per target (fewer when ``verify_crops``
     is small; at least one), then the presence crops while ``verify_crops`` lasts.
     """
-    from .detector import Detection, TargetResult
+    from .detector import Detection, TargetResult, second_instance
 
     n = len(targets)
     with torch.inference_mode():
@@ -198,6 +198,10 @@ def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, .
 
     results, heatmaps = [], []
     for t, phrase in enumerate(targets):
+        mine = slice(starts[t], starts[t + 1])
+        second = (second_instance(windows[mine], crop_probs[mine, t], chosen[t],
+                                  config.presence_threshold)
+                  if scores[t] >= config.presence_threshold else None)
         if with_heatmap:
             heatmaps.append(dense_heatmap(maps[:, :, t], width, height, config.heatmap_stride))
         results.append(TargetResult(
@@ -208,6 +212,8 @@ def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, .
             box=chosen[t],
             best_window=chosen[t],
             window_scores=crop_probs[:, t],
+            second_box=second[0] if second else None,
+            second_score=second[1] if second else 0.0,
         ))
     return Detection(results, windows, width, height, spent, heatmaps, config.heatmap_stride,
                      dense_passes=1 + sum(zoomed))

@@ -13,7 +13,8 @@ readable by a Python planner or an LLM agent without vision_msgs::
          "box": [x0, y0, x1, y1],                 # pixels, x1/y1 exclusive; null if absent
          "position": [x, y, z],                   # metres, optical frame; null if none
          "covariance": [9 values, row-major 3x3], # m^2; null when position is null
-         "depth_status": "ok"}                    # or a reason: depth_missing, depth_zero, ...
+         "depth_status": "ok",                    # or a reason: depth_missing, depth_zero, ...
+         "second": {"box": [x0, y0, x1, y1], "score": 0.91}}  # or null (below)
       ]
     }
 
@@ -22,6 +23,12 @@ found or not. ``box`` is present only when ``present`` is true.
 ``depth_status`` is ``"not_requested"`` when the node has no depth input
 and ``"not_found"`` for a target that was not found. A reader must check
 ``schema`` and ``version``; :func:`parse_result` does.
+
+``second`` (added within version 1; absent in older documents, read as null):
+another region, apart from ``box``, that scores present on its own: a second
+instance of the target. ``box`` is always the more confident one, so a planner
+that wants one object takes ``box`` and one that wants them all reads ``second``
+too. Null when the target is not present or no other region scores present.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class TargetEntry:
     position: tuple[float, float, float] | None = None
     covariance: tuple[float, ...] | None = None
     depth_status: str = STATUS_NOT_REQUESTED
+    second_box: tuple[int, int, int, int] | None = None
+    second_score: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,12 +98,21 @@ def result_json(result: FrameResult) -> str:
             "covariance": _finite(t.covariance) if t.position is not None
             and t.covariance is not None else None,
             "depth_status": t.depth_status,
+            "second": ({"box": [int(v) for v in t.second_box],
+                        "score": round(float(t.second_score), 6)}
+                       if t.present and t.second_box is not None else None),
         })
     doc = {"schema": SCHEMA, "version": VERSION, "stamp": {"sec": sec, "nanosec": nanosec},
            "frame_id": result.frame_id,
            "image": {"width": int(result.width), "height": int(result.height)},
            "targets": targets}
     return json.dumps(doc, separators=(",", ":"))
+
+
+def _second(entry) -> tuple[tuple[int, int, int, int] | None, float]:
+    if entry is None:
+        return None, 0.0
+    return tuple(int(v) for v in entry["box"]), float(entry["score"])
 
 
 def parse_result(text: str) -> FrameResult:
@@ -115,7 +133,8 @@ def parse_result(text: str) -> FrameResult:
                         tuple(t["box"]) if t["box"] is not None else None,
                         tuple(t["position"]) if t["position"] is not None else None,
                         tuple(t["covariance"]) if t["covariance"] is not None else None,
-                        t["depth_status"])
+                        t["depth_status"],
+                        *_second(t.get("second")))
             for t in doc["targets"])
         return FrameResult(int(stamp), doc["frame_id"], int(doc["image"]["width"]),
                            int(doc["image"]["height"]), targets)

@@ -71,8 +71,11 @@ def frame_result(stamp_ns: int, frame_id: str, detection: Detection,
             status = STATUS_OK
             position = tuple(float(v) for v in loc.point)
             covariance = tuple(float(v) for v in np.asarray(loc.covariance).reshape(-1))
+        second = getattr(t, "second_box", None) if t.present else None
         entries.append(TargetEntry(t.phrase, bool(t.present), float(t.score),
                                    tuple(int(v) for v in t.box) if t.present else None,
-                                   position, covariance, status))
+                                   position, covariance, status,
+                                   tuple(int(v) for v in second) if second else None,
+                                   float(getattr(t, "second_score", 0.0)) if second else 0.0))
     return FrameResult(int(stamp_ns), frame_id, detection.width, detection.height,
                        tuple(entries))
