@@ -1,6 +1,7 @@
 """The node, over real DDS, with ``model:=triton://127.0.0.1:PORT/NAME`` against a real
-Triton server (PyTriton) on loopback: same answers as in-process, an outage that is
-reported and survived, and recovery once the server is back.
+Triton server on loopback (``serve``'s default and ``--backend pytriton``): same answers
+as in-process, an outage that is reported and survived, and recovery once the server is
+back.
 
 Written against the node's observable behaviour (topics, /diagnostics, its log),
 not its internals.
@@ -52,10 +53,13 @@ def failures(probe: Probe) -> int:
     return int(probe.counters().get("frames_failed", 0))
 
 
-def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_domain, tmp_path):
+@pytest.mark.parametrize("backend", ["python", "pytriton"])
+def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_domain, tmp_path,
+                                                                        backend):
     from clip_perception.ros.parameters import detector_config
 
-    server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color").start()
+    server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color",
+                                 extra_args=("--backend", backend)).start()
     node = probe = None
     try:
         server.wait_ready(180)

@@ -237,6 +237,11 @@ def test_serve_stops_tritonserver_and_removes_its_repository_on_sigterm(tmp_path
     server = TritonServerProcess(MODELS["color"][0], tmp_path / "serve.log", name="term").start()
     try:
         server.wait_ready(180)
+        # serve says it serves once its own readiness poll (every 0.2 s) sees the server
+        deadline = time.monotonic() + 30
+        while "on tritonserver's Python backend" not in server.log():
+            assert time.monotonic() < deadline, server.log()[-2000:]
+            time.sleep(0.1)
         home = server._home
         assert [p for p in os.listdir(home) if p.startswith("cp-serve-")]
         server.proc.send_signal(signal.SIGTERM)
@@ -244,6 +249,5 @@ def test_serve_stops_tritonserver_and_removes_its_repository_on_sigterm(tmp_path
         assert not [p for p in os.listdir(home) if p.startswith("cp-serve-")]
         with pytest.raises(ProcessLookupError):  # nothing of its process group is left
             os.killpg(server.proc.pid, 0)
-        assert "on tritonserver's Python backend" in server.log()
     finally:
         server.stop()
