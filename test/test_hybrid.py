@@ -349,6 +349,23 @@ def test_evaluate_dense_cell_sets_the_known_answer_cell_size(monkeypatch, capsys
     capsys.readouterr()
 
 
+def test_evaluate_no_hybrid_zoom_reaches_the_detector(monkeypatch, capsys) -> None:
+    from clip_perception.tools import evaluate
+
+    configs = []
+    real = evaluate.Detector
+    monkeypatch.setattr(evaluate, "Detector",
+                        lambda encoder, config: configs.append(config) or real(encoder, config))
+    assert evaluate.main(["--encoder", "linear", "--mode", "hybrid", "--scenes", "2",
+                          "--no-hybrid-zoom"]) == 0
+    hybrid = [c for c in configs if c.mode == "hybrid"]
+    assert hybrid and not any(c.hybrid_zoom for c in hybrid)
+    configs.clear()
+    assert evaluate.main(["--encoder", "linear", "--mode", "hybrid", "--scenes", "2"]) == 0
+    assert all(c.hybrid_zoom for c in configs if c.mode == "hybrid")
+    capsys.readouterr()
+
+
 def test_benchmark_and_ros_benchmark_take_a_mode() -> None:
     from clip_perception.tools.benchmark import parse_args
 

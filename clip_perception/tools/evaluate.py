@@ -315,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dense-cell", type=int, default=None, metavar="PX",
                         help="known-answer encoders: pixels per encode_dense cell (default "
                              "16; ViT-B/32's cells cover about 46 px of a 640x480 frame)")
+    parser.add_argument("--no-hybrid-zoom", action="store_true",
+                        help="hybrid: no second dense pass for small boxes (hybrid_zoom false)")
     parser.add_argument("--rgbd", action="store_true",
                         help="3D position error on generated RGB-D scenes (or an RGB-D "
                              "labelled bag), in both depth encodings")
@@ -330,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config.with_changes(presence_threshold=args.threshold)
     if args.box_method is not None:
         config = config.with_changes(box_method=args.box_method)
+    if args.no_hybrid_zoom:
+        config = config.with_changes(hybrid_zoom=False)
     if args.rgbd:
         model = known_answer.spec(args.encoder) if args.encoder else (args.model or COLOR_ENCODER)
         return _main_rgbd(args, load_encoder(model, args.device, args.precision), config)
