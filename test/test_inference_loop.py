@@ -554,3 +554,32 @@ def test_a_model_that_fails_otherwise_while_loading_is_reported_not_retried():
     assert len(calls) == 1 and loop.detector is None
     assert any("not retrying" in m and "corrupt" in m for _, m in h.problems)
     assert loop.health_report().level == ERROR
+
+
+def test_pending_frames_are_decoded_only_when_taken_and_rejects_are_dropped(h):
+    """Newest frame only, decoding included: frames replaced while the worker is busy
+    are never decoded; a frame whose decoding rejects it is not processed."""
+    from clip_perception.core.pending_frame import PendingFrame
+
+    decoded, rejected = [], []
+
+    def pending(name, bad=False):
+        def decode():
+            decoded.append(name)
+            if bad:
+                raise ValueError(f"corrupt {name}")
+            return name
+        return PendingFrame(decode, (ValueError,), rejected.append)
+
+    h.detector.gate.clear()
+    h.loop.submit(None, "busy")
+    assert h.detector.entered.wait(WAIT)
+    for name in ("p1", "p2", "p3"):
+        h.loop.submit(None, pending(name))
+    h.detector.gate.set()
+    assert until(lambda: "p3" in h.frames())
+    assert decoded == ["p3"], decoded  # p1 and p2 were replaced before anyone took them
+    h.loop.submit(None, pending("bad", bad=True))
+    assert until(lambda: len(rejected) == 1)
+    h.run("after")
+    assert "bad" not in h.frames() and h.loop.counters()["frames_failed"] == 0

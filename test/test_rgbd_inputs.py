@@ -9,6 +9,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from clip_perception.core.compressed import encode_compressed
 from clip_perception.core.depth import encode_depth
 from clip_perception.core.log_throttle import ProblemLog
+from clip_perception.core.pending_frame import PendingFrame, resolve
 from clip_perception.core.rgbd_frame import RgbdFrame
 from clip_perception.ros.rgbd_inputs import RgbdCameraInput, colour_topic
 
@@ -41,11 +42,21 @@ def stamped(msg, ns):
     return msg
 
 
-def rig(transport="compressed", use_depth=True, pairer_factory=None):
+def rig(transport="compressed", use_depth=True, pairer_factory=None, pending=None):
+    """A camera input whose sink decodes each frame at once, as the worker does when it
+    takes it (``pending`` collects the frames as handed over, undecoded)."""
     node, got, logged = FakeNode(), [], []
     problems = ProblemLog(logged.append)
     extra = {"pairer_factory": pairer_factory} if pairer_factory else {}
-    cam = RgbdCameraInput(node, lambda h, f, r: got.append((h, f)), problems,
+
+    def sink(header, frame, received):
+        if pending is not None:
+            pending.append(frame)
+        frame = resolve(frame)
+        if frame is not None:
+            got.append((header, frame))
+
+    cam = RgbdCameraInput(node, sink, problems,
                           transport=transport, use_depth=use_depth, tolerance=0.05, **extra)
     cam.subscribe(None)
     return node, cam, got, logged
@@ -114,6 +125,24 @@ def test_corrupt_jpeg_is_counted_and_reported_not_delivered():
     assert any("truncated JPEG" in line for line in logged)
     cam.on_colour(jpeg(3, good))
     assert len(got) == 1
+
+
+def test_compressed_frames_are_handed_over_undecoded_and_decoded_by_whoever_takes_them():
+    """The executor does no jpeg work: a corrupt frame is neither counted nor logged
+    until it is decoded (by the worker, for the frames it takes)."""
+    node = FakeNode()
+    logged, handed = [], []
+    cam = RgbdCameraInput(node, lambda h, f, r: handed.append(f), ProblemLog(logged.append),
+                          transport="compressed", use_depth=False)
+    cam.subscribe(None)
+    cam.on_colour(jpeg(1, b"garbage"))
+    cam.on_colour(jpeg(2))
+    assert all(isinstance(f, PendingFrame) for f in handed)
+    assert cam.counts["images_rejected"] == 0 and logged == []
+    assert handed[0].resolve() is None and cam.counts["images_rejected"] == 1
+    assert logged and "image/compressed" in logged[0]
+    frame = handed[1].resolve()
+    assert isinstance(frame, RgbdFrame) and frame.to_rgb().shape == (48, 64, 3)
 
 
 def test_camera_info_state_and_zero_focal_length():

@@ -8,7 +8,9 @@ this result":
   same camera (counted as dropped); the slots are cleared on
   :meth:`~InferenceLoop.start` and :meth:`~InferenceLoop.stop`, so no frame
   from before a stop is processed after it;
-* a worker thread running the detector on the newest frames: every camera's
+* a worker thread running the detector on the newest frames (a compressed
+  frame arrives as a :class:`~.pending_frame.PendingFrame` and is decoded
+  here, so frames replaced in the slot are never decoded): every camera's
   waiting frame, round-robin, up to ``max_batch``, as one batched detection
   (``detector.detect_batch``: one encoder pass per stage); one frame alone
   goes through ``detector.detect``;
@@ -37,12 +39,13 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .encoders import EncoderUnavailableError, ModelUnreachableError
 from .health import Health, HealthReport
 from .latest_slot import CameraSlots
+from .pending_frame import resolve
 from .timings import Timings
 
 CAMERA_COUNTERS = ("frames_submitted", "frames_processed", "frames_failed")
@@ -470,6 +473,9 @@ class InferenceLoop:
 
     def _process(self, run: _Run, jobs: list[Job]) -> None:
         run.busy_since = self._clock()
+        jobs = self._decoded(jobs)
+        if not jobs:
+            return
         with self._lock:
             targets, detector = self._targets, self._detector
         if detector is None and self.health.model_error:  # its server is not up yet
@@ -488,6 +494,17 @@ class InferenceLoop:
         for job, detection in zip(jobs, detections):
             if detection is not None:
                 self._hand_over(run, detector, job, detection, targets, with_heatmap)
+
+    def _decoded(self, jobs: list[Job]) -> list[Job]:
+        """The jobs with their pending frames decoded (:mod:`.pending_frame`: only the
+        frames the worker takes are decoded); a rejected frame is dropped here, its
+        input having counted and reported it."""
+        out = []
+        for job in jobs:
+            frame = resolve(job.frame)
+            if frame is not None:
+                out.append(job if frame is job.frame else replace(job, frame=frame))
+        return out
 
     def _detect(self, detector, jobs: list[Job], targets: Targets,
                 with_heatmap: bool) -> list:

@@ -34,6 +34,7 @@ from ..core.depth import DepthFormatError
 from ..core.image_formats import ImageFormatError
 from ..core.locate3d import REASON_CAMERA_INFO, REASON_DEPTH_FORMAT, REASON_NO_DEPTH, DepthInvalid
 from ..core.log_throttle import ProblemLog
+from ..core.pending_frame import PendingFrame
 from ..core.rgbd_frame import RgbdFrame
 from .depth_pairing import make_pairer
 from .messages import frame_from_image
@@ -91,6 +92,7 @@ class RgbdCameraInput:
             self.counts.update(depth_received=0, depth_rejected=0, camera_info_rejected=0,
                                frames_paired=0, frames_unpaired=0)
         self._subs: list = []
+        self._resolved_topic = self.topic
         self._timer = None
         self._pairer = None
         self._camera = None
@@ -100,6 +102,7 @@ class RgbdCameraInput:
     def subscribe(self, qos: QoSProfile) -> None:
         node = self.node
         cls = Image if self.transport == "raw" else CompressedImage
+        self._resolved_topic = node.resolve_topic_name(self.topic)
         self._subs = [node.create_subscription(cls, self.topic, self.on_colour, qos)]
         if self.use_depth:
             self._pairer = self._pairer_factory(self._on_pair, int(self.tolerance * 1e9))
@@ -160,19 +163,29 @@ class RgbdCameraInput:
         self._deliver(msg, received, depth, missing)
 
     def _deliver(self, msg, received: float, depth, missing) -> None:
+        if self.transport == "compressed":  # decoded by the worker, if it takes the frame
+            self._on_frame(msg.header)
+            self._sink(msg.header, PendingFrame(
+                lambda: RgbdFrame.wrap(frame_from_compressed(msg), depth, None, missing),
+                (CompressedImageError,), lambda exc: self._reject(msg, exc)), received)
+            return
         try:
-            frame = (frame_from_image(msg) if self.transport == "raw"
-                     else frame_from_compressed(msg))
-        except (ImageFormatError, CompressedImageError) as exc:
-            self.counts["images_rejected"] += 1
-            self._on_reject()
-            kind = (f"image/{msg.encoding}/{msg.width}x{msg.height}" if self.transport == "raw"
-                    else f"compressed/{msg.format}/{type(exc).__name__}")
-            self._problems.report(kind, f"skipping image from "
-                                        f"'{self.node.resolve_topic_name(self.topic)}': {exc}")
+            frame = frame_from_image(msg)
+        except ImageFormatError as exc:
+            self._reject(msg, exc)
             return
         self._on_frame(msg.header)
         self._sink(msg.header, RgbdFrame.wrap(frame, depth, None, missing), received)
+
+    def _reject(self, msg, exc: BaseException) -> None:
+        """Count and report an image that cannot be used. A compressed image is
+        rejected on the worker's thread: only that thread counts those, the problem
+        log takes a lock, and the topic name was resolved when subscribing."""
+        self.counts["images_rejected"] += 1
+        self._on_reject()
+        kind = (f"image/{msg.encoding}/{msg.width}x{msg.height}" if self.transport == "raw"
+                else f"compressed/{msg.format}/{type(exc).__name__}")
+        self._problems.report(kind, f"skipping image from '{self._resolved_topic}': {exc}")
 
     def camera_state(self):
         """The latest camera_info as ``(PinholeCamera or None, DepthInvalid or None)``.
