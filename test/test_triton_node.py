@@ -49,6 +49,19 @@ def send_until_answered(probe: Probe, rgb, stamp: int, timeout: float):
     return None
 
 
+def assert_answers_once_server_is_up(probe: Probe, node, server, rgb, stamp: int,
+                                     timeout: float) -> None:
+    """Start ``server``; the node must answer ``rgb`` (found) within 5 s of it being ready."""
+    server.start()
+    server.wait_ready(180)
+    back = time.monotonic()
+    answered = send_until_answered(probe, rgb, stamp, timeout)
+    assert answered is not None, f"no answer once the server was up:\n{node.log()}"
+    assert answered - back <= 5.0, f"answered {answered - back:.1f} s after the server's start"
+    assert probe.spin_until(lambda: probe.latest("detected").data is True, 5)
+    assert node.alive()
+
+
 def failures(probe: Probe) -> int:
     return int(probe.counters().get("frames_failed", 0))
 
@@ -102,14 +115,7 @@ def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_doma
         assert f"127.0.0.1:{server.grpc_port}/color" in log, "the log must name the server"
         assert log.count("did not answer") <= 3, "the outage must be logged throttled"
 
-        server.start()
-        server.wait_ready(180)
-        back = time.monotonic()
-        answered = send_until_answered(probe, frames[0].image, T0 + 1000, 20)
-        assert answered is not None, f"no answer after the server came back:\n{node.log()}"
-        assert answered - back <= 5.0, f"answered {answered - back:.1f} s after the server's return"
-        assert probe.spin_until(lambda: probe.latest("detected").data is True, 5)
-        assert node.alive()
+        assert_answers_once_server_is_up(probe, node, server, frames[0].image, T0 + 1000, 20)
     finally:
         if probe is not None:
             probe.close()
@@ -143,13 +149,7 @@ def test_node_started_before_its_server_runs_reports_error_and_answers_once_it_i
         assert node.alive(), node.log()
         assert f"127.0.0.1:{server.grpc_port}/color" in node.log()
 
-        server.start()
-        server.wait_ready(180)
-        back = time.monotonic()
-        answered = send_until_answered(probe, frame, T0 + 1000, 30)
-        assert answered is not None, f"no answer once the server was up:\n{node.log()}"
-        assert answered - back <= 5.0, f"answered {answered - back:.1f} s after the server's start"
-        assert probe.spin_until(lambda: probe.latest("detected").data is True, 5)
+        assert_answers_once_server_is_up(probe, node, server, frame, T0 + 1000, 30)
         assert "model ready" in node.log()
     finally:
         if probe is not None:

@@ -13,10 +13,12 @@ the object's edge cuts take values in between. Hence:
   its cells' margins (:func:`~.localization.rank_fit_box` with the cells as
   windows), which places each edge inside the cells the object's edge cuts,
   whatever the encoder's response curve.
-* :func:`scaled_boxes`: a box shrunk about its centre (hybrid's presence crops).
+* :func:`scaled_boxes`: a box scaled about its centre (the presence crops of both modes).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -100,7 +102,7 @@ def fit_cells(margin: np.ndarray, rows: slice, cols: slice, xs: np.ndarray, ys: 
     return box
 
 
-def scaled_boxes(box: Box, scales: tuple[tuple[float, float], ...], width: int,
+def scaled_boxes(box: Box, scales: Sequence[tuple[float, float]], width: int,
                  height: int) -> np.ndarray:
     """``box`` scaled about its centre by each ``(sx, sy)``, inside the frame, ``[S, 4]``."""
     x0, y0, x1, y1 = box

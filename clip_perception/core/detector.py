@@ -18,6 +18,7 @@ import torch
 
 from .config import DetectorConfig
 from .crops import FrameUploader, crop_windows
+from .dense_regions import scaled_boxes
 from .encoders import Encoder, device_of, logit_scale_of
 from .hybrid import detect_hybrid, supports_dense
 from .image_formats import Frame
@@ -88,23 +89,6 @@ class Detection:
     def present(self) -> bool:
         """True when every target was found."""
         return bool(self.targets) and all(t.present for t in self.targets)
-
-
-def scaled_about_centre(box: Box, scales: Sequence[float], width: int, height: int
-                       ) -> np.ndarray:
-    """``box`` with its sides scaled by each of ``scales`` about its centre, inside the
-    frame, at least one pixel: ``[len(scales), 4]``."""
-    x0, y0, x1, y1 = box
-    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-    out = np.rint([(cx - s * w / 2, cy - s * h / 2, cx + s * w / 2, cy + s * h / 2)
-                   for s in scales]).astype(np.int64)
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
-    out[:, 2] = np.maximum(out[:, 2], np.minimum(out[:, 0] + 1, width))
-    out[:, 0] = np.minimum(out[:, 0], out[:, 2] - 1)
-    out[:, 3] = np.maximum(out[:, 3], np.minimum(out[:, 1] + 1, height))
-    out[:, 1] = np.minimum(out[:, 1], out[:, 3] - 1)
-    return out
 
 
 def second_instance(boxes: np.ndarray, probs: np.ndarray, box: Box, threshold: float
@@ -299,8 +283,8 @@ class Detector:
             # box does, and a shrink still does when the box came out a little large.
             # The box itself is not changed by these scores.
             k = len(CHECK_SCALES)
-            tight = np.concatenate([scaled_about_centre(boxes[t], CHECK_SCALES, width, height)
-                                    for t in fitted])
+            tight = np.concatenate([scaled_boxes(boxes[t], [(s, s) for s in CHECK_SCALES],
+                                                 width, height) for t in fitted])
             probs, evidence = yield (image, tight, classes, n)
             spent += len(tight)
             for row, t in enumerate(fitted):
