@@ -9,6 +9,7 @@ not its internals.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -62,6 +63,27 @@ def assert_answers_once_server_is_up(probe: Probe, node, server, rgb, stamp: int
     assert node.alive()
 
 
+@contextlib.contextmanager
+def node_on(server, ros_domain, tmp_path, query: str, wait_for_server: bool):
+    """The node with ``model:=`` the server's URL plus ``query``, and a probe that saw it
+    subscribe; afterwards the probe, the node and the server are all stopped."""
+    node = probe = None
+    try:
+        if wait_for_server:
+            server.wait_ready(180)
+        node = NodeProcess(ros_domain, tmp_path / "node.log",
+                           {"model": server.url + query, "diagnostics_period": 0.5})
+        probe = Probe(ros_domain)
+        assert probe.wait_for_node(60), f"node never subscribed:\n{node.log()}"
+        yield node, probe
+    finally:
+        if probe is not None:
+            probe.close()
+        if node is not None:
+            node.stop()
+        server.stop()
+
+
 def failures(probe: Probe) -> int:
     return int(probe.counters().get("frames_failed", 0))
 
@@ -73,13 +95,7 @@ def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_doma
 
     server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color",
                                  extra_args=("--backend", backend)).start()
-    node = probe = None
-    try:
-        server.wait_ready(180)
-        node = NodeProcess(ros_domain, tmp_path / "node.log",
-                           {"model": server.url + "?timeout=5", "diagnostics_period": 0.5})
-        probe = Probe(ros_domain)
-        assert probe.wait_for_node(60), f"node never subscribed:\n{node.log()}"
+    with node_on(server, ros_domain, tmp_path, "?timeout=5", wait_for_server=True) as (node, probe):
         assert probe.command("find the red block", expect_targets="red block")
 
         local = Detector(color_encoder.factory("cpu"), detector_config(defaults()))
@@ -116,12 +132,6 @@ def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_doma
         assert log.count("did not answer") <= 3, "the outage must be logged throttled"
 
         assert_answers_once_server_is_up(probe, node, server, frames[0].image, T0 + 1000, 20)
-    finally:
-        if probe is not None:
-            probe.close()
-        if node is not None:
-            node.stop()
-        server.stop()
 
 
 def test_node_started_before_its_server_runs_reports_error_and_answers_once_it_is_up(
@@ -130,13 +140,8 @@ def test_node_started_before_its_server_runs_reports_error_and_answers_once_it_i
     in /diagnostics, counts the frames it cannot process, and answers once the server
     is up (before this, configure failed after connect_timeout and the node exited)."""
     server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color")  # not yet
-    node = probe = None
-    try:
-        node = NodeProcess(ros_domain, tmp_path / "node.log",
-                           {"model": server.url + "?timeout=5&connect_timeout=1",
-                            "diagnostics_period": 0.5})
-        probe = Probe(ros_domain)
-        assert probe.wait_for_node(60), f"node never subscribed:\n{node.log()}"
+    with node_on(server, ros_domain, tmp_path, "?timeout=5&connect_timeout=1",
+                 wait_for_server=False) as (node, probe):
         assert probe.command("find the red block", expect_targets="red block")
         frame = make_scene(np.random.default_rng(3), target_colour="red", present=True).image
         for i in range(5):
@@ -151,9 +156,3 @@ def test_node_started_before_its_server_runs_reports_error_and_answers_once_it_i
 
         assert_answers_once_server_is_up(probe, node, server, frame, T0 + 1000, 30)
         assert "model ready" in node.log()
-    finally:
-        if probe is not None:
-            probe.close()
-        if node is not None:
-            node.stop()
-        server.stop()

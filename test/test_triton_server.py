@@ -64,6 +64,15 @@ def servers(tmp_path_factory):
             server.stop()
 
 
+def run_clients(client, count: int, timeout: float) -> None:
+    """``client(i)`` for ``i`` in ``range(count)``, each on a thread of its own, all at once."""
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+
+
 def scenes(seed=0):
     rng = np.random.default_rng(seed)
     return [(c, make_scene(rng, target_colour=c, present=p, distractors=2).image)
@@ -121,11 +130,7 @@ def test_concurrent_clients_batched_together_each_get_their_own_answers(servers)
         for _ in range(3):
             results[i] = encoder.encode_windows(frames[i], boxes).numpy()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(frames))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_clients(client, len(frames), 60)
     for i, image in enumerate(frames):
         np.testing.assert_allclose(results[i], local_windows(local, image, boxes), atol=1e-6)
 
@@ -217,11 +222,7 @@ def test_frames_evicted_by_other_clients_are_sent_again(servers):
         for _ in range(2):
             results[i] = detector.detect(frames[i], [f"{scenes(seed=7)[i][0]} block"])
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(frames))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    run_clients(client, len(frames), 120)
     for i, image in enumerate(frames):
         want = Detector(local).detect(image, [f"{scenes(seed=7)[i][0]} block"])
         assert [(t.present, t.box) for t in results[i].targets] == [

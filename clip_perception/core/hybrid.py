@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .dense_regions import fit_cells, margin_map, regions, scaled_boxes
+from .windows import box_intersection
 
 if TYPE_CHECKING:
     from .detector import Detection, Detector
@@ -81,6 +82,13 @@ def dense_heatmap(prob: np.ndarray, width: int, height: int, cell: int) -> np.nd
     return prob[np.ix_(i, j)].astype(np.float64)
 
 
+def cell_logits(detector: Detector, dense: torch.Tensor, classes: torch.Tensor
+                ) -> torch.Tensor:
+    """``[h, w, D]`` cell embeddings -> ``[h * w, classes]`` logits (row-major cells)."""
+    cells = F.normalize(dense.reshape(-1, dense.shape[-1]).to(classes.device).float(), dim=-1)
+    return detector.logit_scale * cells @ classes.float().T
+
+
 def needs_zoom(box: Box, cell: tuple[float, float], below: int = ZOOM_BELOW) -> bool:
     """True if ``box`` spans fewer than ``below`` cells of ``cell`` pixels on a side."""
     return min((box[2] - box[0]) / cell[0], (box[3] - box[1]) / cell[1]) < below
@@ -116,9 +124,8 @@ def zoom_fit(detector: Detector, image: torch.Tensor, classes: torch.Tensor, t: 
         zoomed = F.interpolate(crop.float(), size=(zh, zw), mode="bilinear",
                                align_corners=False).clamp_(0, 1).to(image.dtype)
         dense = detector.encoder.encode_dense(zoomed)
-        rows, cols, dim = dense.shape
-        cells = F.normalize(dense.reshape(-1, dim).to(classes.device).float(), dim=-1)
-        logits = detector.logit_scale * cells @ classes.float().T
+        rows, cols, _ = dense.shape
+        logits = cell_logits(detector, dense, classes)
     margin = margin_map(logits.cpu().numpy().astype(np.float64), n)[:, t].reshape(rows, cols)
     xs, ys = cell_bounds(rows, cols, rw, rh)
     inner = (box[0] - rx0, box[1] - ry0, box[2] - rx0, box[3] - ry0)
@@ -126,7 +133,7 @@ def zoom_fit(detector: Detector, image: torch.Tensor, classes: torch.Tensor, t: 
     for r, c, peak in regions(margin, MAX_CANDIDATES, floor=outside_median(margin, xs, ys,
                                                                             inner)):
         fitted = fit_cells(margin, r, c, xs, ys)
-        key = (overlap(fitted, inner), peak)
+        key = (box_intersection(fitted, inner), peak)
         if best_key is None or key > best_key:
             best, best_key = fitted, key
     if best is None or best_key[0] <= 0:
@@ -145,12 +152,6 @@ def outside_median(margin: np.ndarray, xs: np.ndarray, ys: np.ndarray, box: Box
     return float(np.median(margin[~inside])) if (~inside).any() else None
 
 
-def overlap(a: Box, b: Box) -> int:
-    """Intersection area of two boxes, pixels."""
-    return (max(0, min(a[2], b[2]) - max(a[0], b[0]))
-            * max(0, min(a[3], b[3]) - max(a[1], b[1])))
-
-
 def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, ...],
                   classes: torch.Tensor, config, width: int, height: int,
                   with_heatmap: bool) -> Detection:
@@ -164,9 +165,8 @@ def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, .
     n = len(targets)
     with torch.inference_mode():
         dense = detector.encoder.encode_dense(image)
-        rows, cols, dim = dense.shape
-        cells = F.normalize(dense.reshape(-1, dim).to(classes.device).float(), dim=-1)
-        logits = detector.logit_scale * cells @ classes.float().T
+        rows, cols, _ = dense.shape
+        logits = cell_logits(detector, dense, classes)
         probs = logits.softmax(dim=-1)[:, :n]
     maps = probs.cpu().numpy().astype(np.float64).reshape(rows, cols, n)
     margins = margin_map(logits.cpu().numpy().astype(np.float64), n).reshape(rows, cols, n)
