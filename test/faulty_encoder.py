@@ -15,7 +15,7 @@ import importlib
 import os
 import time
 
-from clip_perception.core import log_throttle
+from clip_perception.core.runtime import log_throttle
 from clip_perception.testing.color_encoder import ColorEncoder
 
 
@@ -40,7 +40,7 @@ def _break_report_once(kind: str) -> None:
 
 
 def _slow_drawing(seconds: float) -> None:
-    from clip_perception.core.drawing import annotate
+    from clip_perception.ros.drawing import annotate
 
     def slow(*args, **kwargs):
         time.sleep(seconds)

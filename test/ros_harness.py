@@ -179,7 +179,7 @@ class Probe:
 
     def depth(self, metres: np.ndarray, stamp_ns: int, encoding: str = "16UC1",
               frame_id: str = "camera_color_optical_frame") -> None:
-        from clip_perception.core.depth import encode_depth
+        from clip_perception.core.spatial.depth import encode_depth
 
         data, step = encode_depth(metres, encoding)
         h, w = metres.shape

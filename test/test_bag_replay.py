@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ros_harness import NodeProcess, Probe, ros_env, stamp_of
 
-from clip_perception.core.windows import box_iou
+from clip_perception.core.detect.windows import box_iou
 from clip_perception.testing.scenes import background, paint
 from clip_perception.tools.bag_writer import write_bag
 

@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clip_perception.core.crops import FrameUploader, crop_windows
-from clip_perception.core.detector import Detector
-from clip_perception.core.encoders import ClipEncoder, import_clip
-from clip_perception.core.image_formats import Frame
-from clip_perception.core.windows import window_grid
+from clip_perception.core.detect.crops import FrameUploader, crop_windows
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.detect.windows import window_grid
+from clip_perception.core.io.image_formats import Frame
+from clip_perception.core.model.clip_encoder import ClipEncoder
+from clip_perception.core.model.clip_internals import import_clip
 from clip_perception.testing.random_clip import ARCHITECTURES
 from clip_perception.testing.scenes import scene_set
 from clip_perception.tools import benchmark

@@ -1,4 +1,4 @@
-"""openai-clip's private API, used only in clip_perception.core.clip_internals.
+"""openai-clip's private API, used only in clip_perception.core.model.clip_internals.
 
 These fail loudly (rather than the node or the benchmark failing obscurely) if a
 clip release renames or changes ``clip.clip._MODELS`` or ``clip.clip._transform``.
@@ -14,8 +14,9 @@ pytest.importorskip("clip", reason="openai-clip is not installed (make setup ins
 
 from PIL import Image  # noqa: E402
 
-from clip_perception.core import clip_internals  # noqa: E402
-from clip_perception.core.encoders import CLIP_MEAN, CLIP_STD, import_clip  # noqa: E402
+from clip_perception.core.model import clip_internals  # noqa: E402
+from clip_perception.core.model.clip_encoder import CLIP_MEAN, CLIP_STD
+from clip_perception.core.model.clip_internals import import_clip
 
 
 def test_every_public_model_name_has_a_checkpoint_file() -> None:

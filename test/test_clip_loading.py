@@ -24,18 +24,18 @@ with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resour
     import clip
     from clip.model import CLIP
 
-from clip_perception.core import encoders
-from clip_perception.core.config import DetectorConfig
-from clip_perception.core.detector import Detector
-from clip_perception.core.encoders import (
+from clip_perception.core.detect.config import DetectorConfig
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.encoder import ModelLoadError
+from clip_perception.core.model import clip_encoder
+from clip_perception.core.model.clip_encoder import (
     CLIP_MEAN,
     CLIP_STD,
     ClipEncoder,
-    ModelLoadError,
-    load_encoder,
     resolve_device,
     resolve_precision,
 )
+from clip_perception.core.model.loading import is_factory_spec, load_encoder
 from clip_perception.testing.color_encoder import ColorEncoder
 
 EMBED_DIM = 32
@@ -175,9 +175,9 @@ def test_unknown_device() -> None:
 
 def test_auto_precision(monkeypatch) -> None:
     assert resolve_precision("auto", torch.device("cuda")) == torch.float16
-    monkeypatch.setattr(encoders, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(clip_encoder, "cpu_has_native_bf16", lambda: True)
     assert resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
-    monkeypatch.setattr(encoders, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(clip_encoder, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", torch.device("cpu")) == torch.float32
     assert resolve_precision(" BF16 ", torch.device("cpu")) == torch.bfloat16
 
@@ -308,10 +308,10 @@ def test_factory_success_with_the_colour_encoder() -> None:
     (":factory", False),
 ])
 def test_factory_spec_recognition(spec: str, is_factory: bool) -> None:
-    assert encoders.is_factory_spec(spec) is is_factory
+    assert is_factory_spec(spec) is is_factory
 
 
 def test_existing_file_with_a_colon_is_a_file(tmp_path: Path) -> None:
     path = tmp_path / "pkg:make"
     path.write_bytes(b"")
-    assert not encoders.is_factory_spec(str(path))
+    assert not is_factory_spec(str(path))

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from clip_perception.core.command import (
+from clip_perception.core.io.command import (
     MAX_COMMAND_CHARS,
     MAX_TARGETS,
     Command,

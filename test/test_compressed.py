@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_perception.core.compressed import (
+from clip_perception.core.io.compressed import (
     CompressedImageError,
     decode_compressed,
     encode_compressed,
@@ -48,9 +48,9 @@ def test_corrupt_and_truncated_payloads_raise_a_clear_error(codec):
 
 def test_compressed_and_raw_give_the_same_regions():
     """The issue's goal: IoU >= 0.9 between regions from jpeg and from raw frames."""
-    from clip_perception.core.detector import Detector
-    from clip_perception.core.encoders import load_encoder
-    from clip_perception.core.windows import box_iou
+    from clip_perception.core.detect.detector import Detector
+    from clip_perception.core.detect.windows import box_iou
+    from clip_perception.core.model.loading import load_encoder
     from clip_perception.testing.color_encoder import PALETTE
 
     det = Detector(load_encoder("clip_perception.testing.color_encoder:factory", "cpu", "fp32",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clip_perception.core.config import RANGES, ConfigError, DetectorConfig
+from clip_perception.core.detect.config import RANGES, ConfigError, DetectorConfig
 
 
 def test_defaults_are_valid() -> None:

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_perception.core.crops import FrameUploader, boxes_tensor, crop_windows
-from clip_perception.core.image_formats import Frame
+from clip_perception.core.detect.crops import FrameUploader, boxes_tensor, crop_windows
+from clip_perception.core.io.image_formats import Frame
 
 QUADRANTS = {  # (x0, y0, x1, y1) of a 64x64 frame -> RGB colour
     (0, 0, 32, 32): (255, 0, 0),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clip_perception.core.result_json import FrameResult, TargetEntry, parse_result, result_json
+from clip_perception.core.io.result_json import FrameResult, TargetEntry, parse_result, result_json
 from clip_perception.tools.demo import STEP, T0, describe, make_sequence
 
 

@@ -16,10 +16,10 @@ with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resour
     warnings.simplefilter("ignore")
     from clip.model import CLIP
 
-from clip_perception.core import dense_clip
-from clip_perception.core.dense_clip import interpolate_grid, working_size
-from clip_perception.core.encoders import ClipEncoder
-from clip_perception.core.hybrid import cell_bounds, supports_dense
+from clip_perception.core.detect.hybrid import cell_bounds, supports_dense
+from clip_perception.core.model import dense_clip
+from clip_perception.core.model.clip_encoder import ClipEncoder
+from clip_perception.core.model.dense_clip import interpolate_grid, working_size
 
 CPU = torch.device("cpu")
 COLOURS = {"red": (0.9, 0.1, 0.1), "blue": (0.1, 0.2, 0.9), "green": (0.1, 0.8, 0.2),
@@ -194,8 +194,8 @@ def test_hybrid_mode_runs_on_the_real_dense_path(kind: str) -> None:
     """Hybrid end to end on the real CLIP code with random weights (no quality to assert):
     two targets, each with a box inside the frame, the crop budget kept, the heatmap from
     the dense map at the published cell size."""
-    from clip_perception.core.config import DetectorConfig
-    from clip_perception.core.detector import Detector
+    from clip_perception.core.detect.config import DetectorConfig
+    from clip_perception.core.detect.detector import Detector
 
     config = DetectorConfig(mode="hybrid", verify_crops=12)
     detector = Detector(encoder(kind), config)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_perception.core.config import DetectorConfig
-from clip_perception.core.detector import Detector
+from clip_perception.core.detect.config import DetectorConfig
+from clip_perception.core.detect.detector import Detector
 from clip_perception.testing import known_answer
 from clip_perception.testing.scenes import make_scene
 
@@ -99,7 +99,7 @@ class RemoteLike:
     crops where it runs; counts its calls."""
 
     def __init__(self, inner):
-        from clip_perception.core.crops import FrameUploader
+        from clip_perception.core.detect.crops import FrameUploader
 
         self.inner, self.calls = inner, 0
         self.input_size, self.device = inner.input_size, inner.device
@@ -107,7 +107,7 @@ class RemoteLike:
         self._upload = FrameUploader(inner.device)
 
     def encode_windows(self, frame, boxes):
-        from clip_perception.core.crops import crop_windows
+        from clip_perception.core.detect.crops import crop_windows
 
         self.calls += 1
         return self.inner.encode_images(crop_windows(self._upload(frame), boxes,

@@ -14,10 +14,10 @@ import math
 import numpy as np
 import pytest
 
-from clip_perception.core.config import DEFAULT_BACKGROUNDS, ConfigError, DetectorConfig
-from clip_perception.core.detector import Detector
-from clip_perception.core.image_formats import frame_from_buffer
-from clip_perception.core.windows import box_iou, window_grid
+from clip_perception.core.detect.config import DEFAULT_BACKGROUNDS, ConfigError, DetectorConfig
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.detect.windows import box_iou, window_grid
+from clip_perception.core.io.image_formats import frame_from_buffer
 from clip_perception.testing.color_encoder import PALETTE, ColorEncoder
 from clip_perception.testing.scenes import make_scene
 

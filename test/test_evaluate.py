@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from clip_perception.core.config import DetectorConfig
-from clip_perception.core.windows import window_grid
+from clip_perception.core.detect.config import DetectorConfig
+from clip_perception.core.detect.windows import window_grid
 from clip_perception.testing.color_encoder import ColorEncoder
 from clip_perception.testing.scenes import scene_set
 from clip_perception.tools.evaluate import auroc, compare, main

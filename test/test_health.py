@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clip_perception.core.health import ERROR, OK, WARN, Health
+from clip_perception.core.runtime.health import ERROR, OK, WARN, Health
 
 
 class Clock:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from clip_perception.core.config import ConfigError, DetectorConfig
-from clip_perception.core.dense_regions import fit_cells, margin_map, regions, scaled_boxes
-from clip_perception.core.detector import Detector
-from clip_perception.core.hybrid import (
+from clip_perception.core.detect.config import ConfigError, DetectorConfig
+from clip_perception.core.detect.dense_regions import fit_cells, margin_map, regions, scaled_boxes
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.detect.hybrid import (
     cell_bounds,
     dense_heatmap,
     needs_zoom,
@@ -21,7 +21,7 @@ from clip_perception.core.hybrid import (
     supports_dense,
     zoom_region,
 )
-from clip_perception.core.windows import box_iou
+from clip_perception.core.detect.windows import box_iou
 from clip_perception.testing import known_answer
 from clip_perception.testing.color_encoder import ColorEncoder
 from clip_perception.testing.scenes import hard_scene_set, make_scene, paint

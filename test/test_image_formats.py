@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from clip_perception.core.crops import FrameUploader
-from clip_perception.core.image_formats import Frame, ImageFormatError, frame_from_buffer
+from clip_perception.core.detect.crops import FrameUploader
+from clip_perception.core.io.image_formats import Frame, ImageFormatError, frame_from_buffer
 
 H, W = 5, 7
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from clip_perception.core.encoders import EncoderUnavailableError
-from clip_perception.core.health import ERROR, OK, WARN, Health
-from clip_perception.core.inference_loop import InferenceLoop
+from clip_perception.core.encoder import EncoderUnavailableError
+from clip_perception.core.runtime.health import ERROR, OK, WARN, Health
+from clip_perception.core.runtime.inference_loop import InferenceLoop
 
 WAIT = 2.0
 
@@ -456,7 +456,7 @@ def test_an_unavailable_encoder_is_an_error_and_the_loop_recovers_by_itself():
 def test_the_loop_runs_the_real_detector_and_prepare_does_not_switch_targets():
     import numpy as np
 
-    from clip_perception.core.detector import Detector
+    from clip_perception.core.detect.detector import Detector
     from clip_perception.testing.color_encoder import ColorEncoder
     from clip_perception.testing.scenes import make_scene
 
@@ -488,7 +488,7 @@ class ServerStarts:
         self.detector = detector
 
     def __call__(self):
-        from clip_perception.core.encoders import ModelUnreachableError
+        from clip_perception.core.encoder import ModelUnreachableError
 
         self.calls += 1
         if not self.up.is_set():
@@ -559,7 +559,7 @@ def test_a_model_that_fails_otherwise_while_loading_is_reported_not_retried():
 def test_pending_frames_are_decoded_only_when_taken_and_rejects_are_dropped(h):
     """Newest frame only, decoding included: frames replaced while the worker is busy
     are never decoded; a frame whose decoding rejects it is not processed."""
-    from clip_perception.core.pending_frame import PendingFrame
+    from clip_perception.core.runtime.inference_loop import PendingFrame
 
     decoded, rejected = [], []
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from test_inference_loop import WAIT, until
 
-from clip_perception.core.config import DetectorConfig
-from clip_perception.core.detector import Detector
-from clip_perception.core.inference_loop import InferenceLoop
-from clip_perception.core.latest_slot import CameraSlots
+from clip_perception.core.detect.config import DetectorConfig
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.runtime.camera_slots import CameraSlots
+from clip_perception.core.runtime.inference_loop import InferenceLoop
 from clip_perception.testing import known_answer
 from clip_perception.testing.scenes import make_scene
 

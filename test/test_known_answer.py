@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_perception.core.encoders import load_encoder
+from clip_perception.core.model.loading import load_encoder
 from clip_perception.testing import known_answer as ka
 from clip_perception.testing.color_encoder import PALETTE, ColorEncoder, even_edges
 

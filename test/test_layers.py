@@ -85,7 +85,9 @@ def outcome() -> dict:
 
 def test_core_has_the_expected_modules() -> None:
     modules = core_modules()
-    for name in ("config", "detector", "encoders", "windows", "latest_slot", "log_throttle"):
+    for name in ("encoder", "detect.config", "detect.detector", "model.loading",
+                 "detect.windows", "runtime.camera_slots", "runtime.log_throttle",
+                 "remote.triton_encoder", "spatial.locate3d", "io.command"):
         assert f"clip_perception.core.{name}" in modules
 
 

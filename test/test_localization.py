@@ -7,7 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
-from clip_perception.core.localization import best_box, heatmap, max_sum_rectangle, refine_windows
+from clip_perception.core.detect.localization import (
+    best_box,
+    heatmap,
+    max_sum_rectangle,
+    refine_windows,
+)
 
 
 def test_heatmap_averages_over_covering_windows() -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_perception.core.config import DetectorConfig
-from clip_perception.core.detector import Detector
-from clip_perception.core.windows import box_iou
+from clip_perception.core.detect.config import DetectorConfig
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.detect.windows import box_iou
 from clip_perception.testing import known_answer
 from clip_perception.testing.scenes import hard_scene_set
 from clip_perception.tools.evaluate import GOALS, MAX_CROPS, evaluate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from clip_perception.core import memory
+from clip_perception.core.runtime import memory
 from clip_perception.tools.soak import Cycle, Soak, _report, _windows
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ros_harness import SLOW_MODEL, NodeProcess, Probe, stamp_of
 
-from clip_perception.core.windows import box_iou
+from clip_perception.core.detect.windows import box_iou
 from clip_perception.testing.scenes import make_scene
 
 # Every test starts the node in a process of its own and talks to it over DDS.
@@ -298,8 +298,8 @@ def test_mode_switches_at_run_time_and_both_modes_answer(start):
     from rcl_interfaces.srv import SetParameters
     from std_msgs.msg import Header
 
-    from clip_perception.core.config import DetectorConfig
-    from clip_perception.core.detector import Detector
+    from clip_perception.core.detect.config import DetectorConfig
+    from clip_perception.core.detect.detector import Detector
     from clip_perception.ros.messages import heatmap_image
     from clip_perception.testing.color_encoder import ColorEncoder
 

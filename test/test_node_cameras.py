@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ros_harness import MATCH_SETTLE, stamp_of
 
-from clip_perception.core.windows import box_iou
+from clip_perception.core.detect.windows import box_iou
 from clip_perception.testing.scenes import make_scene
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -8,7 +8,7 @@ import time
 import pytest
 from ros_harness import NodeProcess, Probe, stamp_of
 
-from clip_perception.core.detector import Detector
+from clip_perception.core.detect.detector import Detector
 from clip_perception.testing import known_answer
 from clip_perception.testing.scenes import hard_scene_set
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from clip_perception.core.config import DetectorConfig
-from clip_perception.core.detector import Detection, TargetResult
-from clip_perception.core.drawing import annotate
-from clip_perception.core.latest_slot import CameraSlots
-from clip_perception.core.log_throttle import OVERFLOW_KIND, ProblemLog
-from clip_perception.core.timings import Timings
+from clip_perception.core.detect.config import DetectorConfig
+from clip_perception.core.detect.results import Detection, TargetResult
+from clip_perception.core.runtime.camera_slots import CameraSlots
+from clip_perception.core.runtime.log_throttle import OVERFLOW_KIND, ProblemLog
+from clip_perception.core.runtime.timings import Timings
+from clip_perception.ros.drawing import annotate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_parameter_descriptors_carry_ranges():
 
 def test_parameter_ranges_are_the_detector_configs():
     """One definition: each detector parameter's descriptor range is core.config.RANGES."""
-    from clip_perception.core.config import RANGES
+    from clip_perception.core.detect.config import RANGES
     from clip_perception.ros.parameters import PARAMS, descriptor
 
     by_name = {p.name: p for p in PARAMS}
@@ -225,7 +225,7 @@ def test_detection_array_uses_real_vision_msgs_where_installed():
 
 
 def test_annotate_draws_found_and_missing_targets_on_a_copy():
-    from clip_perception.core.drawing import FOUND, MISSING
+    from clip_perception.ros.drawing import FOUND, MISSING
 
     rgb = np.full((48, 64, 3), 128, np.uint8)
     out = annotate(rgb, _detection((True, False)))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from ros_harness import NodeProcess, Probe, stamp_of
 
-from clip_perception.core.compressed import encode_compressed
-from clip_perception.core.result_json import parse_result
+from clip_perception.core.io.compressed import encode_compressed
+from clip_perception.core.io.result_json import parse_result
 from clip_perception.testing.rgbd_scenes import make_rgbd_scene
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

@@ -10,7 +10,7 @@ import types
 import pytest
 from rcl_interfaces.msg import SetParametersResult
 
-from clip_perception.core.health import ERROR, WARN, HealthReport
+from clip_perception.core.runtime.health import ERROR, WARN, HealthReport
 from clip_perception.ros import diagnostics as diag
 from clip_perception.ros import param_hooks
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ros_harness import NodeProcess, Probe, stamp_of
 
-from clip_perception.core.result_json import parse_result
+from clip_perception.core.io.result_json import parse_result
 from clip_perception.testing.rgbd_scenes import approaching_sequence
 from clip_perception.tools.labelled_bag import read_labelled_rgbd_bag, write_labelled_rgbd_bag
 

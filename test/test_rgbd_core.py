@@ -8,9 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from clip_perception.core.camera_model import CameraModelError, PinholeCamera
-from clip_perception.core.depth import DepthFormatError, decode_depth, encode_depth
-from clip_perception.core.locate3d import (
+from clip_perception.core.io.result_json import (
+    SCHEMA,
+    ResultSchemaError,
+    parse_result,
+    result_json,
+)
+from clip_perception.core.spatial.camera_model import CameraModelError, PinholeCamera
+from clip_perception.core.spatial.depth import DepthFormatError, decode_depth, encode_depth
+from clip_perception.core.spatial.locate3d import (
     REASON_CAMERA_INFO,
     REASON_NAN,
     REASON_RANGE,
@@ -19,12 +25,6 @@ from clip_perception.core.locate3d import (
     DepthInvalid,
     Position3D,
     locate,
-)
-from clip_perception.core.result_json import (
-    SCHEMA,
-    ResultSchemaError,
-    parse_result,
-    result_json,
 )
 from clip_perception.testing.rgbd_scenes import face_centre, make_rgbd_scene, random_camera
 
@@ -211,9 +211,9 @@ def test_3d_goal_on_generated_scenes_for_a_family_of_regions(encoding):
 @pytest.mark.slow
 @pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
 def test_3d_goal_with_the_detector_regions(encoding):
-    from clip_perception.core.detector import Detector
-    from clip_perception.core.encoders import load_encoder
-    from clip_perception.core.target_positions import locate_targets
+    from clip_perception.core.detect.detector import Detector
+    from clip_perception.core.model.loading import load_encoder
+    from clip_perception.core.spatial.locate3d import locate_targets
     from clip_perception.testing.color_encoder import PALETTE
 
     det = Detector(load_encoder("clip_perception.testing.color_encoder:factory", "cpu",
@@ -243,7 +243,7 @@ def test_random_cameras_are_plausible():
 
 # --- the result document ----------------------------------------------------------
 def _detection(present=(True, False)):
-    from clip_perception.core.detector import Detection, TargetResult
+    from clip_perception.core.detect.results import Detection, TargetResult
 
     targets = [TargetResult(f"t{i}", p, 0.9 if p else 0.1, float("nan"), (10, 20, 50, 60),
                             (0, 0, 64, 64), np.zeros(1)) for i, p in enumerate(present)]
@@ -251,7 +251,7 @@ def _detection(present=(True, False)):
 
 
 def test_result_document_round_trips_with_statuses():
-    from clip_perception.core.target_positions import frame_result, locate_targets
+    from clip_perception.core.spatial.locate3d import frame_result, locate_targets
 
     det = _detection((True, True, False))
     depth = _plane_scene(box=(10, 20, 50, 60))

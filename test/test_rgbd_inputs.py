@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from clip_perception.core.compressed import encode_compressed
-from clip_perception.core.depth import encode_depth
-from clip_perception.core.log_throttle import ProblemLog
-from clip_perception.core.pending_frame import PendingFrame, resolve
-from clip_perception.core.rgbd_frame import RgbdFrame
+from clip_perception.core.io.compressed import encode_compressed
+from clip_perception.core.runtime.inference_loop import PendingFrame, resolve
+from clip_perception.core.runtime.log_throttle import ProblemLog
+from clip_perception.core.spatial.depth import encode_depth
+from clip_perception.core.spatial.locate3d import RgbdFrame
 from clip_perception.ros.rgbd_inputs import RgbdCameraInput, colour_topic
 
 

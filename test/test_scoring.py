@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_perception.core.scoring import TextBank, target_scores
+from clip_perception.core.detect.scoring import TextBank, target_scores
 
 DIM = 16
 TEMPLATES = ("a photo of a {}.", "a cropped photo of the {}.", "{}")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_perception.core.config import DetectorConfig
-from clip_perception.core.detector import Detector, second_instance
-from clip_perception.core.result_json import FrameResult, TargetEntry, parse_result, result_json
-from clip_perception.core.windows import box_iou
+from clip_perception.core.detect.config import DetectorConfig
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.detect.results import second_instance
+from clip_perception.core.detect.windows import box_iou
+from clip_perception.core.io.result_json import FrameResult, TargetEntry, parse_result, result_json
 from clip_perception.testing import known_answer
 from clip_perception.testing.scenes import background, paint
 
@@ -18,7 +19,7 @@ MEMBERS = known_answer.family()
 TWINS = ((80, 90, 230, 220), (400, 240, 560, 380))  # two red blocks, far apart
 # Crop mode finds a second instance only in its coarse windows (no crops are spent on
 # it): twins that each fill one of the 120 px windows. Anywhere else it may miss it
-# (README, "Two instances").
+# (docs/localization.md, "Two instances").
 GRID_TWINS = ((130, 130, 230, 230), (370, 250, 470, 350))
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from std_msgs.msg import Header
 
-from clip_perception.core.camera_model import CameraModelError
-from clip_perception.core.compressed import CompressedImageError, encode_compressed
-from clip_perception.core.detector import Detection, TargetResult
-from clip_perception.core.locate3d import DepthInvalid, Position3D
+from clip_perception.core.detect.results import Detection, TargetResult
+from clip_perception.core.io.compressed import CompressedImageError, encode_compressed
+from clip_perception.core.spatial.camera_model import CameraModelError
+from clip_perception.core.spatial.locate3d import DepthInvalid, Position3D
 from clip_perception.ros.spatial_messages import (
     UNKNOWN_ROTATION_VARIANCE,
     MarkerTracker,
@@ -135,7 +135,7 @@ def test_camera_info_zero_focal_length_is_an_error():
 def test_compressed_and_depth_messages_decode():
     from sensor_msgs.msg import CompressedImage, Image
 
-    from clip_perception.core.depth import encode_depth
+    from clip_perception.core.spatial.depth import encode_depth
 
     rgb = np.zeros((12, 16, 3), np.uint8)
     rgb[:, :8] = (200, 30, 30)

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from clip_perception.core.stamp_pairing import StampPairer
+from clip_perception.core.spatial.stamp_pairing import StampPairer
 from clip_perception.ros.depth_pairing import MessageFiltersPairer, make_pairer
 
 MS = 1_000_000

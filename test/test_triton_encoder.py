@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from clip_perception.core.crops import FrameUploader, crop_windows
-from clip_perception.core.detector import Detector
-from clip_perception.core.encoders import ModelLoadError, load_encoder
-from clip_perception.core.image_formats import Frame
-from clip_perception.core.triton_encoder import DEFAULT_PORT, parse_triton_url
+from clip_perception.core.detect.crops import FrameUploader, crop_windows
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.encoder import ModelLoadError
+from clip_perception.core.io.image_formats import Frame
+from clip_perception.core.model.loading import load_encoder
+from clip_perception.core.remote.triton_encoder import DEFAULT_PORT, parse_triton_url
 from clip_perception.serving.environment import python_lib_dir, with_python_lib_dir
 from clip_perception.serving.window_model import TextEmbedder, WindowEmbedder
 from clip_perception.testing import color_encoder, random_clip
@@ -73,7 +74,7 @@ def test_no_server_is_a_retryable_model_load_error_after_connect_timeout():
     """Unreachable, not broken: ModelUnreachableError (a ModelLoadError), so a node keeps
     trying instead of failing to configure."""
     pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
-    from clip_perception.core.encoders import ModelUnreachableError
+    from clip_perception.core.encoder import ModelUnreachableError
     from clip_perception.tools.triton_process import free_ports
 
     port = free_ports(1)[0]  # nothing listens there

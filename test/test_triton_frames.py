@@ -1,4 +1,4 @@
-"""Each frame crosses the network once (:mod:`clip_perception.core.triton_protocol`):
+"""Each frame crosses the network once (:mod:`clip_perception.core.remote.triton_protocol`):
 the server's frame cache, the image model's by-id requests and ``FRAME_MISSING``
 answers, and :class:`TritonEncoder` against an in-process server (a stand-in for
 ``tritonclient.grpc`` that hands each request to the served image model), including
@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from clip_perception.core import triton_protocol as protocol
-from clip_perception.core.detector import Detector
-from clip_perception.core.encoders import ModelLoadError
-from clip_perception.core.image_formats import Frame
-from clip_perception.core.triton_encoder import TritonEncoder, parse_triton_url
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.encoder import ModelLoadError
+from clip_perception.core.io.image_formats import Frame
+from clip_perception.core.remote import triton_protocol as protocol
+from clip_perception.core.remote.triton_encoder import TritonEncoder, parse_triton_url
 from clip_perception.serving.frame_cache import FrameCache
 from clip_perception.serving.window_model import (
     TextEmbedder,

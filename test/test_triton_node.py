@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from ros_harness import COLOR_MODEL, NodeProcess, Probe, stamp_of
 
-from clip_perception.core.detector import Detector
+from clip_perception.core.detect.detector import Detector
 from clip_perception.serving.environment import triton_python
 from clip_perception.testing import color_encoder
 from clip_perception.testing.scenes import make_scene

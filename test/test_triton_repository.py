@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_perception.core.detector import Detector
-from clip_perception.core.encoders import load_encoder
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.model.loading import load_encoder
 from clip_perception.serving.environment import REPO_ROOT, triton_python
 from clip_perception.serving.model_repository import write_repository
 from clip_perception.testing import color_encoder, random_clip
@@ -117,7 +117,7 @@ def test_exported_image_model_keeps_frames_by_id_and_answers_missing_ones(tmp_pa
     import re
     import types
 
-    from clip_perception.core import triton_protocol as protocol
+    from clip_perception.core.remote import triton_protocol as protocol
     from clip_perception.serving.model_repository import image_config
     from clip_perception.serving.python_backend import TritonPythonModel
 
@@ -162,8 +162,8 @@ def test_exported_image_model_keeps_frames_by_id_and_answers_missing_ones(tmp_pa
 
 def test_serve_defaults_to_tritonservers_python_backend_and_builds_its_command(tmp_path):
     """serve's flags reach tritonserver (addresses, ports, repository, backends); the
-    default backend is Triton's own, PyTriton is a flag; 'auto' picks the instance kind."""
-    from clip_perception.serving.backend_server import resolve_device, server_command
+    default backend is Triton's own, PyTriton is a flag."""
+    from clip_perception.serving.backend_server import server_command
     from clip_perception.serving.triton_server import parse_args
 
     args = parse_args(["--model", "m", "--grpc-port", "9001", "--host", "0.0.0.0"])
@@ -178,7 +178,3 @@ def test_serve_defaults_to_tritonservers_python_backend_and_builds_its_command(t
                  "--grpc-address=0.0.0.0", "--grpc-port=9001", "--http-port=8000",
                  "--metrics-port=8002", "--log-verbose=0"):
         assert flag in command
-    import torch
-
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cuda:1") == "cuda:1"

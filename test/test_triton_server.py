@@ -15,10 +15,11 @@ import time
 import numpy as np
 import pytest
 
-from clip_perception.core.crops import FrameUploader, crop_windows
-from clip_perception.core.detector import Detector
-from clip_perception.core.encoders import EncoderUnavailableError, load_encoder
-from clip_perception.core.image_formats import Frame
+from clip_perception.core.detect.crops import FrameUploader, crop_windows
+from clip_perception.core.detect.detector import Detector
+from clip_perception.core.encoder import EncoderUnavailableError
+from clip_perception.core.io.image_formats import Frame
+from clip_perception.core.model.loading import load_encoder
 from clip_perception.serving.environment import triton_python
 from clip_perception.testing import color_encoder, random_clip
 from clip_perception.testing.scenes import make_scene

@@ -5,12 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_perception.core.windows import (
-    box_iou,
-    grid,
-    positions,
-    window_grid,
-)
+from clip_perception.core.detect.windows import box_iou, grid, positions, window_grid
 
 
 def n_positions(length: int, size: int, step: int) -> int:

@@ -1,7 +1,7 @@
 """Colour/depth pairing on message_filters where it is installed.
 
 :class:`MessageFiltersPairer` lets message_filters.ApproximateTimeSynchronizer
-decide the pairs and keeps :class:`~clip_perception.core.stamp_pairing.StampPairer`'s
+decide the pairs and keeps :class:`~clip_perception.core.spatial.stamp_pairing.StampPairer`'s
 contract (a colour frame that cannot be paired is handed on with ``None``).
 :func:`make_pairer` picks it where ``message_filters`` imports, and the
 ROS-free :class:`StampPairer`, with the same pairing rule, otherwise.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..core.stamp_pairing import OnPair, StampPairer
+from ..core.spatial.stamp_pairing import OnPair, StampPairer
 
 
 class MessageFiltersPairer(StampPairer):

@@ -1,7 +1,7 @@
 """The loop's health on ``/diagnostics``: diagnostic_updater where installed, else the same
 message built here.
 
-:func:`fill` maps a :class:`~clip_perception.core.health.HealthReport` and
+:func:`fill` maps a :class:`~clip_perception.core.runtime.health.HealthReport` and
 figures onto anything with diagnostic_updater's ``DiagnosticStatusWrapper``
 interface (``summary(level, message)``, ``add(key, value)``). :class:`Diagnostics`
 publishes it every ``period`` s, through ``diagnostic_updater.Updater`` when
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from ..core.health import HealthReport
+from ..core.runtime.health import HealthReport
 
 TASK = "pipeline"
 

@@ -1,7 +1,7 @@
 """The node's inputs for one camera: the image subscription and its conversion.
 
 :class:`CameraInput` subscribes at activate, converts each message to a
-zero-copy :class:`~clip_perception.core.image_formats.Frame`, counts and
+zero-copy :class:`~clip_perception.core.io.image_formats.Frame`, counts and
 reports malformed ones, and hands good frames to ``sink(header, frame, received)``.
 Other encodings (compressed, depth) are other input classes with the same shape.
 """
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from ..core.image_formats import ImageFormatError
-from ..core.log_throttle import ProblemLog
+from ..core.io.image_formats import ImageFormatError
+from ..core.runtime.log_throttle import ProblemLog
 from .messages import frame_from_image
 
 

@@ -12,8 +12,8 @@ import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from ..core.detector import Detection, TargetResult
-from ..core.image_formats import Frame, frame_from_buffer
+from ..core.detect.results import Detection, TargetResult
+from ..core.io.image_formats import Frame, frame_from_buffer
 
 try:  # present on a ROS 2 install; absent in the pip-only environment
     import vision_msgs.msg as vision_msgs
@@ -79,3 +79,8 @@ def detection_array(detection: Detection, header: Header, msgs=None):
         item.bbox.size_y = float(y1 - y0)
         array.detections.append(item)
     return array
+
+
+def stamp_ns(header) -> int:
+    """A header's stamp in integer nanoseconds."""
+    return header.stamp.sec * 10**9 + header.stamp.nanosec

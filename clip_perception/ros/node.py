@@ -1,7 +1,7 @@
 """ROS 2 node: find the object a command names in the camera stream.
 
 A thin lifecycle shell: parameters, QoS, subscriptions and publishers around
-:class:`~clip_perception.core.inference_loop.InferenceLoop`, which owns the
+:class:`~clip_perception.core.runtime.inference_loop.InferenceLoop`, which owns the
 threads (newest-frame slot, worker, publisher hand-off), the versioned
 targets and the health reported on ``/diagnostics``.
 
@@ -34,14 +34,15 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from ..core.command import CommandError, parse_command
-from ..core.config import ConfigError
-from ..core.detector import Detector
-from ..core.encoders import ModelLoadError, ModelUnreachableError, load_encoder
-from ..core.health import Health
-from ..core.inference_loop import InferenceLoop, Result
-from ..core.log_throttle import ProblemLog
-from ..core.memory import configure_allocator, malloc_trim, release_memory
+from ..core.detect.config import ConfigError
+from ..core.detect.detector import Detector
+from ..core.encoder import ModelLoadError, ModelUnreachableError
+from ..core.io.command import CommandError, parse_command
+from ..core.model.loading import load_encoder
+from ..core.runtime.health import Health
+from ..core.runtime.inference_loop import InferenceLoop, Result
+from ..core.runtime.log_throttle import ProblemLog
+from ..core.runtime.memory import configure_allocator, malloc_trim, release_memory
 from . import param_hooks
 from .diagnostics import Diagnostics
 from .inputs import CameraInput, image_qos

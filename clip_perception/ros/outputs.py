@@ -1,7 +1,7 @@
 """The node's outputs for one camera: lifecycle publishers and result publishing.
 
 :class:`Outputs` creates the publishers at configure, turns a
-:class:`~clip_perception.core.inference_loop.Result` into messages (on the
+:class:`~clip_perception.core.runtime.inference_loop.Result` into messages (on the
 loop's publisher thread) and destroys them at cleanup. Another output (3D
 points, a second camera's topics) is another method or another instance.
 """
@@ -12,8 +12,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Bool, String
 
-from ..core.drawing import annotate
-from ..core.inference_loop import Result
+from ..core.runtime.inference_loop import Result
+from .drawing import annotate
 from .messages import detection_array, heatmap_image, region, rgb_image, vision_msgs
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from ..core.config import (
+from ..core.detect.config import (
     BOX_METHODS,
     DEFAULT_BACKGROUNDS,
     DEFAULT_NEUTRAL,

@@ -2,7 +2,7 @@
 
 :class:`RgbdCameraInput` has :class:`~clip_perception.ros.inputs.CameraInput`'s
 shape (``subscribe``, ``unsubscribe``, ``counts``) and hands the sink an
-:class:`~clip_perception.core.rgbd_frame.RgbdFrame`:
+:class:`~clip_perception.core.spatial.locate3d.RgbdFrame`:
 
 * ``transport="raw"`` subscribes ``image`` (sensor_msgs/Image);
   ``"compressed"`` subscribes ``image/compressed`` (sensor_msgs/CompressedImage,
@@ -14,8 +14,9 @@ shape (``subscribe``, ``unsubscribe``, ``counts``) and hands the sink an
   installed). A colour frame without a match still goes on, with the reason.
   The intrinsics are looked up at publish time (:meth:`camera_state`).
 
-Decoding runs on the executor thread: a 640x480 jpeg takes a few ms (see
-the README), well under a 30 Hz frame period; newest-frame-only happens after.
+Compressed colour is decoded on the inference worker, only for the frames it
+takes (a :class:`~clip_perception.core.runtime.inference_loop.PendingFrame`);
+depth images are converted on the executor when a pair is made.
 """
 
 from __future__ import annotations
@@ -28,16 +29,21 @@ from dataclasses import dataclass
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..core.camera_model import CameraModelError
-from ..core.compressed import CompressedImageError
-from ..core.depth import DepthFormatError
-from ..core.image_formats import ImageFormatError
-from ..core.locate3d import REASON_CAMERA_INFO, REASON_DEPTH_FORMAT, REASON_NO_DEPTH, DepthInvalid
-from ..core.log_throttle import ProblemLog
-from ..core.pending_frame import PendingFrame
-from ..core.rgbd_frame import RgbdFrame
+from ..core.io.compressed import CompressedImageError
+from ..core.io.image_formats import ImageFormatError
+from ..core.runtime.inference_loop import PendingFrame
+from ..core.runtime.log_throttle import ProblemLog
+from ..core.spatial.camera_model import CameraModelError
+from ..core.spatial.depth import DepthFormatError
+from ..core.spatial.locate3d import (
+    REASON_CAMERA_INFO,
+    REASON_DEPTH_FORMAT,
+    REASON_NO_DEPTH,
+    DepthInvalid,
+    RgbdFrame,
+)
 from .depth_pairing import make_pairer
-from .messages import frame_from_image
+from .messages import frame_from_image, stamp_ns
 from .spatial_messages import camera_from_info, depth_from_image, frame_from_compressed
 
 TRANSPORTS = ("raw", "compressed")
@@ -54,10 +60,6 @@ class _Received:
     def header(self):
         return self.msg.header
 POLL_PERIOD = 0.05
-
-
-def stamp_ns(header) -> int:
-    return header.stamp.sec * 10**9 + header.stamp.nanosec
 
 
 def colour_topic(transport: str, base: str = "image") -> str:

@@ -1,7 +1,7 @@
 """Conversions for RGB-D inputs and 3D outputs.
 
 Inputs: CompressedImage -> Frame, depth Image -> metres, CameraInfo ->
-:class:`~clip_perception.core.camera_model.PinholeCamera`.
+:class:`~clip_perception.core.spatial.camera_model.PinholeCamera`.
 Outputs: PoseWithCovarianceStamped, MarkerArray, vision_msgs/Detection3DArray
 (where vision_msgs is installed), and the ``result`` JSON String.
 
@@ -10,7 +10,7 @@ Every pose has the identity quaternion and a rotational variance of
 :data:`UNKNOWN_ROTATION_VARIANCE` (rad^2) on the diagonal, with zero
 cross-covariance: "orientation unknown", as robot_localization and other
 consumers of PoseWithCovariance read it. The position block (rows/columns
-0-2, m^2) is :mod:`~clip_perception.core.locate3d`'s covariance.
+0-2, m^2) is :mod:`~clip_perception.core.spatial.locate3d`'s covariance.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ..core.camera_model import PinholeCamera
-from ..core.compressed import decode_compressed
-from ..core.depth import decode_depth
-from ..core.detector import Detection
-from ..core.image_formats import Frame
-from ..core.locate3d import Position3D
-from ..core.result_json import FrameResult, result_json
+from ..core.detect.results import Detection
+from ..core.io.compressed import decode_compressed
+from ..core.io.image_formats import Frame
+from ..core.io.result_json import FrameResult, result_json
+from ..core.spatial.camera_model import PinholeCamera
+from ..core.spatial.depth import decode_depth
+from ..core.spatial.locate3d import Position3D
 from .messages import vision_msgs
 
 UNKNOWN_ROTATION_VARIANCE = 1.0e6  # rad^2: orientation unknown

@@ -16,17 +16,12 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
-from ..core.inference_loop import Result
-from ..core.locate3d import DepthInvalid, Position3D
-from ..core.log_throttle import ProblemLog
-from ..core.target_positions import frame_result, locate_targets
-from .messages import vision_msgs
+from ..core.runtime.inference_loop import Result
+from ..core.runtime.log_throttle import ProblemLog
+from ..core.spatial.locate3d import DepthInvalid, Position3D, frame_result, locate_targets
+from .messages import stamp_ns, vision_msgs
 from .outputs import RELIABLE
 from .spatial_messages import MarkerTracker, detection3d_array, result_string, target_pose
-
-
-def stamp_ns(header) -> int:
-    return header.stamp.sec * 10**9 + header.stamp.nanosec
 
 
 class SpatialOutputs:

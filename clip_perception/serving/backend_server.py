@@ -24,6 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..core.model.clip_encoder import resolve_device
 from .environment import REPO_ROOT, with_python_lib_dir
 from .model_repository import write_repository
 
@@ -81,18 +82,6 @@ def server_command(binary: Path, repository: Path, backends: Path, host: str, ht
             f"--log-verbose={1 if verbose else 0}"]
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu`` (the instance kind)."""
-    if device.strip().lower() != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
-
-
 def wait_ready(proc: subprocess.Popen, host: str, http_port: int,
                timeout: float = READY_TIMEOUT) -> bool:
     """Poll tritonserver's HTTP readiness until it answers 200; False if it exited first."""
@@ -113,7 +102,7 @@ def wait_ready(proc: subprocess.Popen, host: str, http_port: int,
 def serve_repository(args) -> int:
     """Export ``args.model`` to a temporary repository and run it on tritonserver until
     interrupted; tritonserver's exit status (0 after a clean stop)."""
-    device = resolve_device(args.device)
+    device = str(resolve_device(args.device))  # the instances' kind: cpu or cuda[:N]
     with tempfile.TemporaryDirectory(prefix="cp-serve-") as tmp:
         root = Path(tmp)
         write_repository(root / "repo", args.model, args.name, device, args.instances,

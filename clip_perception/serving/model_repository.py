@@ -8,7 +8,7 @@ For NVIDIA's Triton container in production, instead of PyTriton. The layout::
     DIR/NAME_text/config.pbtxt
     DIR/NAME_text/1/model.py
 
-The models speak :mod:`clip_perception.core.triton_protocol`, so nodes use them
+The models speak :mod:`clip_perception.core.remote.triton_protocol`, so nodes use them
 with ``model:=triton://HOST:8001/NAME`` exactly as with ``clip_perception.serve``.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core import triton_protocol as protocol
+from ..core.remote import triton_protocol as protocol
 
 MODEL_PY = '''"""A clip_perception encoder on Triton's Python backend."""
 from clip_perception.serving.python_backend import TritonPythonModel  # noqa: F401

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from functools import partial
 
-from ..core import triton_protocol as protocol
-from ..core.encoders import load_encoder
+from ..core.model.loading import load_encoder
+from ..core.remote import triton_protocol as protocol
 from .frame_cache import FrameCache
 from .window_model import TextEmbedder, WindowEmbedder, image_responses, text_responses
 

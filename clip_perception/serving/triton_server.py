@@ -21,7 +21,7 @@ import signal
 import sys
 from functools import partial
 
-from ..core import triton_protocol as protocol
+from ..core.remote import triton_protocol as protocol
 from .environment import ensure_server_environment
 
 
@@ -78,7 +78,8 @@ def serve(args: argparse.Namespace) -> int:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    from ..core.encoders import ModelLoadError, load_encoder
+    from ..core.encoder import ModelLoadError
+    from ..core.model.loading import load_encoder
     from .frame_cache import FrameCache
     from .window_model import TextEmbedder, WindowEmbedder, image_responses, text_responses
 

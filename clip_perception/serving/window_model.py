@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..core import triton_protocol as protocol
-from ..core.crops import FrameUploader, crop_windows
-from ..core.encoders import device_of, logit_scale_of
-from ..core.image_formats import Frame
+from ..core.detect.crops import FrameUploader, encode_windows_of
+from ..core.encoder import device_of, logit_scale_of
+from ..core.io.image_formats import Frame
+from ..core.remote import triton_protocol as protocol
 from .frame_cache import FrameCache
 
 
@@ -35,13 +35,6 @@ class WindowEmbedder:
         self.input_size = int(encoder.input_size)
         self._uploader = FrameUploader(self.device)
 
-    def _crops(self, frame: np.ndarray, boxes: np.ndarray) -> torch.Tensor:
-        image = self._uploader(Frame.from_rgb(np.ascontiguousarray(frame)))
-        normalize = getattr(self.encoder, "normalize", None)
-        if normalize is not None and hasattr(self.encoder, "encode_normalized"):
-            image = normalize(image)
-        return crop_windows(image, np.asarray(boxes, dtype=np.float32), self.input_size)
-
     @torch.inference_mode()
     def __call__(self, frames: Sequence[np.ndarray],
                  boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -56,12 +49,9 @@ class WindowEmbedder:
         counts = [len(b) for b in boxes]
         if sum(counts) == 0:
             return [np.zeros((0, 0), np.float32) for _ in counts]
-        crops = torch.cat([self._crops(f, b) for f, b in zip(frames, boxes) if len(b)])
-        if hasattr(self.encoder, "encode_normalized") and hasattr(self.encoder, "normalize"):
-            embeddings = self.encoder.encode_normalized(crops)
-        else:
-            embeddings = self.encoder.encode_images(crops)
-        out = embeddings.float().cpu().numpy()
+        parts = [(self._uploader(Frame.from_rgb(np.ascontiguousarray(f))),
+                  np.asarray(b, dtype=np.float32)) for f, b in zip(frames, boxes) if len(b)]
+        out = encode_windows_of(self.encoder, parts).float().cpu().numpy()
         return list(np.split(out, np.cumsum(counts)[:-1]))
 
 

@@ -101,7 +101,7 @@ def text_axes(texts: Sequence[str], names: Sequence[str], dim: int, other: int,
 
 
 class ColorEncoder:
-    """Colour-histogram encoder with the :class:`~clip_perception.core.encoders.Encoder` API."""
+    """Colour-histogram encoder with the :class:`~clip_perception.core.encoder.Encoder` API."""
 
     def __init__(self, device: torch.device | str = "cpu", input_size: int = 64,
                  logit_scale: float = 10.0):

@@ -1,7 +1,7 @@
 """CLIP architectures with random weights: the real models' compute, no download.
 
 For benchmarks and tests on machines without weights. The encoder goes
-through the same :class:`~clip_perception.core.encoders.ClipEncoder` as real
+through the same :class:`~clip_perception.core.model.clip_encoder.ClipEncoder` as real
 weights. As a node model: ``model:=clip_perception.testing.random_clip:vit_b32``.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..core.encoders import ClipEncoder, import_clip, resolve_device, resolve_precision
+from ..core.model.clip_encoder import ClipEncoder, resolve_device, resolve_precision
+from ..core.model.clip_internals import import_clip
 
 ARCHITECTURES: dict[str, dict[str, int]] = {
     "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.camera_model import PinholeCamera
+from ..core.spatial.camera_model import PinholeCamera
 from .scenes import Scene, make_scene
 
 NEAR, FAR = 0.4, 2.0

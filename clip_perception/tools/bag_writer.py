@@ -40,7 +40,7 @@ def write_bag(
     ``png`` (sensor_msgs/CompressedImage on ``image_topic + "/compressed"``).
     ``depth``: ``(time_ns, metres)`` frames (NaN or 0 = no reading) as
     ``depth_encoding`` Images. ``camera``: a
-    :class:`~clip_perception.core.camera_model.PinholeCamera` written as
+    :class:`~clip_perception.core.spatial.camera_model.PinholeCamera` written as
     CameraInfo at every colour frame's time. Each header stamp is its bag
     time, as a camera driver would record it; every message has ``frame_id``.
     ``labels`` (std_msgs/String on ``/labels``) carry ground truth for
@@ -49,8 +49,8 @@ def write_bag(
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from ..core.compressed import encode_compressed
-    from ..core.depth import encode_depth
+    from ..core.io.compressed import encode_compressed
+    from ..core.spatial.depth import encode_depth
 
     store = get_typestore(Stores.ROS2_HUMBLE)
     Image = store.types["sensor_msgs/msg/Image"]

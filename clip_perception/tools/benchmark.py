@@ -28,19 +28,14 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from ..core.clip_internals import checkpoint_file
-from ..core.config import DetectorConfig
-from ..core.crops import FrameUploader, crop_windows
-from ..core.detector import Detection, Detector
-from ..core.encoders import (
-    ClipEncoder,
-    ModelLoadError,
-    default_download_root,
-    load_clip,
-    resolve_device,
-    resolve_precision,
-)
-from ..core.image_formats import Frame
+from ..core.detect.config import DetectorConfig
+from ..core.detect.crops import FrameUploader, crop_windows
+from ..core.detect.detector import Detector
+from ..core.detect.results import Detection
+from ..core.encoder import ModelLoadError
+from ..core.io.image_formats import Frame
+from ..core.model.clip_encoder import ClipEncoder, load_clip, resolve_device, resolve_precision
+from ..core.model.clip_internals import checkpoint_file, default_download_root
 from ..testing.random_clip import ARCHITECTURES, random_clip
 from ..testing.scenes import scene_set
 from .naive import Agreement, clip_preprocess, naive_scores

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.result_json import FrameResult, ResultSchemaError, parse_result
-from ..core.windows import box_iou
+from ..core.detect.windows import box_iou
+from ..core.io.result_json import FrameResult, ResultSchemaError, parse_result
 from ..testing.rgbd_scenes import RgbdScene, approaching_sequence, face_centre
 from .bag_writer import write_bag
 from .evaluate import COLOR_ENCODER

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.config import BOX_METHODS, DetectorConfig
-from ..core.detector import Detector
-from ..core.encoders import load_encoder
-from ..core.hybrid import supports_dense
-from ..core.windows import box_iou
+from ..core.detect.config import BOX_METHODS, DetectorConfig
+from ..core.detect.detector import Detector
+from ..core.detect.hybrid import supports_dense
+from ..core.detect.windows import box_iou
+from ..core.model.loading import load_encoder
 from ..testing import known_answer
 from ..testing.scenes import Scene, hard_scene_set, scene_set, size_bucket
 
@@ -236,9 +236,8 @@ class Report3D:
 def evaluate_3d(detector: Detector, scenes, name: str, encoding: str | None = None,
                 depth_range: tuple[float, float] = (0.1, 10.0)) -> Report3D:
     """3D error over RGB-D scenes; ``encoding`` round-trips depth through 16UC1/32FC1."""
-    from ..core.depth import decode_depth, encode_depth
-    from ..core.locate3d import Position3D
-    from ..core.target_positions import locate_targets
+    from ..core.spatial.depth import decode_depth, encode_depth
+    from ..core.spatial.locate3d import Position3D, locate_targets
 
     found = located = ok = 0
     errors = []

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.camera_model import PinholeCamera
-from ..core.compressed import decode_compressed
-from ..core.depth import decode_depth
-from ..core.image_formats import frame_from_buffer
+from ..core.io.compressed import decode_compressed
+from ..core.io.image_formats import frame_from_buffer
+from ..core.spatial.camera_model import PinholeCamera
+from ..core.spatial.depth import decode_depth
 from ..testing.rgbd_scenes import RgbdScene
 from ..testing.scenes import Scene
 from .bag_writer import LABELS_TOPIC, write_bag

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core import clip_internals
-from ..core.scoring import target_scores
-from ..core.windows import sliding_indices
+from ..core.detect.scoring import target_scores
+from ..core.detect.windows import sliding_indices
+from ..core.model import clip_internals
 
 # The pipelines resize differently (PIL bicubic vs roi_align's area-averaged
 # bilinear): about 1 grey level on average, a few at edges. Scores differ a
@@ -40,7 +40,8 @@ def naive_scores(encoder, image: np.ndarray, windows: np.ndarray, classes: torch
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Score each window of an ``(H, W, 3)`` RGB frame on its own: (probs, evidence), ``[K, T]``.
 
-    ``encoder`` needs ``encode_normalized`` (a :class:`~clip_perception.core.encoders.ClipEncoder`).
+    ``encoder`` needs ``encode_normalized`` (a
+    :class:`~clip_perception.core.model.clip_encoder.ClipEncoder`).
     """
     frame = Image.fromarray(image)
     probs, evidence = [], []

@@ -26,7 +26,7 @@ RANDOM_VIT_B32 = "clip_perception.testing.random_clip:vit_b32"
 
 def default_model() -> str:
     """ViT-B/32 if its weights are cached here, else the same architecture with random weights."""
-    from ..core.encoders import default_download_root
+    from ..core.model.clip_internals import default_download_root
 
     if os.path.isfile(os.path.join(default_download_root(), "ViT-B-32.pt")):
         return "ViT-B/32"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.memory import footprint
+from ..core.runtime.memory import footprint
 from ..testing.scenes import make_scene
 from .node_process import NodeProcess, local_ros_env, use_local_ros
 

@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.config import DetectorConfig
-from ..core.detector import Detector
-from ..core.encoders import EncoderUnavailableError, ModelLoadError, load_encoder
+from ..core.detect.config import DetectorConfig
+from ..core.detect.detector import Detector
+from ..core.encoder import EncoderUnavailableError, ModelLoadError
+from ..core.model.loading import load_encoder
 from ..serving.environment import SETUP_HINT, triton_python
 from ..testing.scenes import scene_set
 from .ros_benchmark import default_model

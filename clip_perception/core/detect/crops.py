@@ -1,19 +1,22 @@
-"""Upload a frame once and cut every window from it on the device.
+"""Upload a frame once, cut every window from it on the device, encode them in one pass.
 
 All windows of a frame are cropped and resized in a single
 ``torchvision.ops.roi_align`` call, the way NanoOWL batches its ROIs, so the
 encoder sees one ``[K, 3, S, S]`` batch and no Python loop runs per window.
+:func:`encode_windows_of` is the one place that does "normalise the frame if
+the encoder can, crop, encode" for the detector and the served model alike.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-from .image_formats import Frame
+from ..io.image_formats import Frame
 
 
 class FrameUploader:
@@ -79,3 +82,22 @@ def crop_windows(image: torch.Tensor, boxes: np.ndarray | torch.Tensor, size: in
     rois = boxes if isinstance(boxes, torch.Tensor) else boxes_tensor(boxes, image.device)
     return roi_align(image, rois, output_size=(size, size), spatial_scale=1.0,
                      sampling_ratio=-1, aligned=True)
+
+
+def encode_windows_of(encoder, parts: Sequence[tuple[torch.Tensor, np.ndarray]]
+                      ) -> torch.Tensor:
+    """Embeddings ``[sum K_i, D]`` of the windows ``boxes_i`` of each uploaded
+    ``image_i`` (``[1, 3, H, W]`` RGB in [0, 1]), in one encoder pass.
+
+    An encoder with ``normalize`` and ``encode_normalized`` gets each frame
+    normalised before cropping (exact: roi_align's sample weights sum to 1), which
+    costs one frame rather than K crops; any other gets ``encode_images`` of the crops.
+    """
+    normalize = getattr(encoder, "normalize", None)
+    encode_normalized = getattr(encoder, "encode_normalized", None)
+    fused = normalize is not None and encode_normalized is not None
+    size = int(encoder.input_size)
+    crops = [crop_windows(normalize(image) if fused else image, boxes, size)
+             for image, boxes in parts if len(boxes)]
+    batch = crops[0] if len(crops) == 1 else torch.cat(crops)
+    return (encode_normalized if fused else encoder.encode_images)(batch)

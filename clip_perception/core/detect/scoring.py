@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .encoders import Encoder
+from ..encoder import Encoder
 
 
 class TextBank:

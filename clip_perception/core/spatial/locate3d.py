@@ -1,6 +1,9 @@
 """A 2D region plus registered depth to a 3D position with its covariance.
 
-No ROS import. The position is the centre of the object's **visible
+No ROS import. :class:`RgbdFrame` carries a colour frame with its depth and
+intrinsics through the loop; :func:`locate_targets` and :func:`frame_result`
+turn a frame's :class:`~..detect.results.Detection` into positions and the
+``result`` document. The position is the centre of the object's **visible
 surface** in the camera's optical frame (x right, y down, z forward, metres):
 
 1. The depth pixels under the region (depth may be the colour image scaled
@@ -36,6 +39,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..detect.results import Detection
+from ..io.image_formats import Frame
+from ..io.result_json import (
+    STATUS_NOT_FOUND,
+    STATUS_NOT_REQUESTED,
+    STATUS_OK,
+    FrameResult,
+    TargetEntry,
+)
 from .camera_model import PinholeCamera
 
 GROW = 0.25
@@ -232,3 +244,72 @@ def locate(depth: np.ndarray, box: Sequence[int], colour_size: tuple[int, int],
     p5, p95 = np.percentile(zi, [5, 95])
     size = np.array([(x1 - x0) * zc / fx, (y1 - y0) * zc / fy, max(float(p95 - p5), 0.01)])
     return Position3D(point, covariance, size, n_valid, int(inliers.sum()))
+
+
+# --- a frame with its depth, and the per-frame glue -------------------------------
+@dataclass(frozen=True)
+class RgbdFrame(Frame):
+    """``depth`` in metres (NaN/0 = no reading) or None; ``missing`` says why when
+    ``depth`` or ``camera`` is None."""
+
+    depth: np.ndarray | None = None
+    camera: PinholeCamera | None = None
+    missing: DepthInvalid | None = None
+
+    @classmethod
+    def wrap(cls, frame: Frame, depth=None, camera=None, missing=None) -> RgbdFrame:
+        return cls(frame.pixels, frame.order, depth, camera, missing)
+
+
+Located = Position3D | DepthInvalid | None  # None: target not found
+
+
+def locate_targets(detection: Detection, depth: np.ndarray | None,
+                   camera: PinholeCamera | None, depth_range: tuple[float, float],
+                   missing: DepthInvalid | None = None) -> list[Located]:
+    """One entry per target: a position, why there is none, or None (not found).
+
+    ``missing`` is the reason to give when ``depth`` or ``camera`` is None
+    (defaults: no depth paired, no camera_info yet).
+    """
+    out: list[Located] = []
+    for t, target in enumerate(detection.targets):
+        if not target.present:
+            out.append(None)
+        elif depth is None:
+            out.append(missing or DepthInvalid(REASON_NO_DEPTH, "no depth frame within "
+                                                                "depth_sync_tolerance"))
+        elif camera is None:
+            out.append(missing or DepthInvalid(REASON_NO_CAMERA_INFO, "no camera_info yet"))
+        else:
+            heat = detection.heatmaps[t] if t < len(detection.heatmaps) else None
+            out.append(locate(depth, target.box, (detection.width, detection.height), camera,
+                              depth_range, heat, detection.heatmap_cell))
+    return out
+
+
+def frame_result(stamp_ns: int, frame_id: str, detection: Detection,
+                 located: Sequence[Located] | None = None) -> FrameResult:
+    """The :class:`FrameResult` for the ``result`` topic; ``located=None``: no depth input."""
+    entries = []
+    for i, t in enumerate(detection.targets):
+        loc = located[i] if located is not None else None
+        position = covariance = None
+        if located is None:
+            status = STATUS_NOT_REQUESTED
+        elif loc is None:
+            status = STATUS_NOT_FOUND
+        elif isinstance(loc, DepthInvalid):
+            status = loc.reason
+        else:
+            status = STATUS_OK
+            position = tuple(float(v) for v in loc.point)
+            covariance = tuple(float(v) for v in np.asarray(loc.covariance).reshape(-1))
+        second = getattr(t, "second_box", None) if t.present else None
+        entries.append(TargetEntry(t.phrase, bool(t.present), float(t.score),
+                                   tuple(int(v) for v in t.box) if t.present else None,
+                                   position, covariance, status,
+                                   tuple(int(v) for v in second) if second else None,
+                                   float(getattr(t, "second_score", 0.0)) if second else 0.0))
+    return FrameResult(int(stamp_ns), frame_id, detection.width, detection.height,
+                       tuple(entries))

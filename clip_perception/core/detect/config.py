@@ -56,7 +56,7 @@ class DetectorConfig:
         window_stride: step between windows as a fraction of the window side.
         include_full_frame: also score the whole frame.
         presence_threshold: target probability at which the object counts as
-            present (see README, "What the score means").
+            present (see docs/outputs.md).
         refine: run a second, finer pass of windows around the best hit.
         crop_budget: the most crops encoded per frame, all passes together.
         refine_stages: how many finer passes follow the coarse one.

@@ -10,23 +10,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from ..encoder import Encoder, device_of, logit_scale_of
+from ..io.image_formats import Frame
 from .config import DetectorConfig
-from .crops import FrameUploader, crop_windows
+from .crops import FrameUploader, encode_windows_of
 from .dense_regions import scaled_boxes
-from .encoders import Encoder, device_of, logit_scale_of
 from .hybrid import detect_hybrid, supports_dense
-from .image_formats import Frame
 from .localization import best_box, heatmap, rank_fit_box, refine_windows
+from .results import Box, Detection, TargetResult, second_instance
 from .scoring import TextBank, target_scores
 from .windows import sliding_indices, whole_frame_mask, window_grid
 
-Box = tuple[int, int, int, int]
 log = logging.getLogger(__name__)
 
 
@@ -41,67 +40,6 @@ class FinePass(NamedTuple):
 
 CHECK_SCALES = (1.0, 0.85, 0.7)  # the fitted box and centred shrinks: presence's own crops
 STAGE_CROPS = 20  # windows per target below which another refine stage costs more than it gives
-
-
-@dataclass
-class TargetResult:
-    """What was found for one target phrase.
-
-    Attributes:
-        phrase: the target phrase.
-        present: ``score >= presence_threshold``.
-        score: the best target probability over windows and the whole frame.
-        frame_score: the whole frame's target probability (nan if not scored).
-        box: the region (x0, y0, x1, y1), pixels of the original frame, x1/y1 exclusive.
-        best_window: the single best window of the coarse grid.
-        window_scores: target probability of every window of :attr:`Detection.windows`.
-        second_box: another region, apart from ``box``, that scores present on its own
-            (a second instance; ``box`` is the more confident one), or None.
-        second_score: that region's target probability (0.0 when there is none).
-    """
-
-    phrase: str
-    present: bool
-    score: float
-    frame_score: float
-    box: Box
-    best_window: Box
-    window_scores: np.ndarray = field(repr=False)
-    second_box: Box | None = None
-    second_score: float = 0.0
-
-
-@dataclass
-class Detection:
-    """The result for one frame: per-target results and what was computed."""
-
-    targets: list[TargetResult]
-    windows: np.ndarray = field(repr=False)
-    width: int = 0
-    height: int = 0
-    crops: int = 0
-    heatmaps: list[np.ndarray] = field(default_factory=list, repr=False)
-    heatmap_cell: int = 1
-    refined: bool = False  # a finer pass ran (False when the coarse grid used the budget)
-    dense_passes: int = 0  # hybrid: encode_dense calls (the frame's, plus one per zoom)
-
-    @property
-    def present(self) -> bool:
-        """True when every target was found."""
-        return bool(self.targets) and all(t.present for t in self.targets)
-
-
-def second_instance(boxes: np.ndarray, probs: np.ndarray, box: Box, threshold: float
-                    ) -> tuple[Box, float] | None:
-    """The most probable of ``boxes`` that does not overlap ``box`` and scores at least
-    ``threshold`` on its own (a second instance of the target), with its probability."""
-    x0, y0, x1, y1 = box
-    apart = ((boxes[:, 2] <= x0) | (boxes[:, 0] >= x1)
-             | (boxes[:, 3] <= y0) | (boxes[:, 1] >= y1)) & (probs >= threshold)
-    if not apart.any():
-        return None
-    best = np.flatnonzero(apart)[np.argmax(probs[apart])]
-    return tuple(int(v) for v in boxes[best]), float(probs[best])
 
 
 def _as_frame(frame: Frame | np.ndarray) -> Frame:
@@ -184,24 +122,8 @@ class Detector:
     @torch.inference_mode()
     def _score(self, image: torch.Tensor, boxes: np.ndarray, classes: torch.Tensor,
                n_targets: int) -> tuple[np.ndarray, np.ndarray]:
-        """One roi_align and one encoder pass over ``boxes``: (probs, evidence), ``[K, T]``.
-
-        An encoder with ``normalize`` gets the frame normalised before cropping
-        (exact: roi_align's sample weights sum to 1), which costs one frame
-        rather than K crops.
-        """
-        normalize = getattr(self.encoder, "normalize", None)
-        encode_normalized = getattr(self.encoder, "encode_normalized", None)
-        encode_windows = getattr(self.encoder, "encode_windows", None)
-        if encode_windows is not None:  # a remote encoder: ``image`` is the Frame, not uploaded
-            embeddings = encode_windows(image, boxes)
-        elif normalize is None or encode_normalized is None:
-            embeddings = self.encoder.encode_images(crop_windows(image, boxes, self.input_size))
-        else:
-            embeddings = encode_normalized(crop_windows(normalize(image), boxes, self.input_size))
-        probs, evidence = target_scores(embeddings, classes, n_targets, self.logit_scale)
-        return (probs.cpu().numpy().astype(np.float64),
-                evidence.cpu().numpy().astype(np.float64))
+        """One roi_align and one encoder pass over ``boxes``: (probs, evidence), ``[K, T]``."""
+        return self._score_many([(image, boxes, classes, n_targets)])[0]
 
     def _refine(self, *args, **kwargs):
         """:meth:`_refine_steps` run to the end, scoring with :meth:`_score` (hybrid mode)."""
@@ -336,20 +258,17 @@ class Detector:
 
     @torch.inference_mode()
     def _score_many(self, requests: list) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`_score` for several ``(image, boxes, classes, n)`` requests, one
-        encoder pass for all of them (a remote encoder: one call each)."""
-        if len(requests) == 1 or hasattr(self.encoder, "encode_windows"):
-            return [self._score(*r) for r in requests]
-        normalize = getattr(self.encoder, "normalize", None)
-        encode_normalized = getattr(self.encoder, "encode_normalized", None)
-        fused = normalize is not None and encode_normalized is not None
-        crops = torch.cat([crop_windows(normalize(image) if fused else image, boxes,
-                                       self.input_size) for image, boxes, _, _ in requests])
-        embeddings = (encode_normalized if fused else self.encoder.encode_images)(crops)
-        out, start = [], 0
-        for _, boxes, classes, n in requests:
-            part = embeddings[start:start + len(boxes)]
-            start += len(boxes)
+        """``(probs, evidence)`` for each ``(image, boxes, classes, n)`` request, one
+        encoder pass for all of them (a remote encoder: one call each, with the frame)."""
+        encode_windows = getattr(self.encoder, "encode_windows", None)
+        if encode_windows is not None:  # a remote encoder: ``image`` is the Frame itself
+            embeddings = [encode_windows(image, boxes) for image, boxes, _, _ in requests]
+        else:
+            joint = encode_windows_of(self.encoder, [(image, boxes)
+                                                      for image, boxes, _, _ in requests])
+            embeddings = joint.split([len(boxes) for _, boxes, _, _ in requests])
+        out = []
+        for part, (_, _, classes, n) in zip(embeddings, requests):
             probs, evidence = target_scores(part, classes, n, self.logit_scale)
             out.append((probs.cpu().numpy().astype(np.float64),
                         evidence.cpu().numpy().astype(np.float64)))
@@ -375,8 +294,8 @@ class Detector:
         # a remote encoder (encode_windows) gets the frame itself and crops where it runs
         image = frame if hasattr(self.encoder, "encode_windows") else self._uploader(frame)
         if config.mode == "hybrid" and supports_dense(self.encoder):
-            return detect_hybrid(self, image, targets, classes, config, width, height,
-                                 with_heatmap)
+            return detect_hybrid(self.encoder, self.logit_scale, self._score, image, targets,
+                                 classes, config, width, height, with_heatmap)
         probs, evidence = yield (image, windows, classes, n)
         crops = len(windows)
 

@@ -1,65 +1,27 @@
-"""Image and text encoders: OpenAI CLIP, or any user factory.
+"""OpenAI CLIP behind the :class:`~clip_perception.core.encoder.Encoder` contract.
 
-An encoder has ``input_size`` (int), ``encode_images(images)`` taking a float
-tensor ``[N, 3, S, S]`` of RGB in ``[0, 1]`` on its device and returning
-``[N, D]``, ``encode_texts(list[str])`` returning ``[M, D]``, and optionally
-``logit_scale`` (default 100). Embeddings need not be normalised; the
-pipeline does that. An encoder that also has ``normalize(images)`` and
-``encode_normalized(x)`` gets the frame normalised once before cropping.
-An encoder that has ``encode_windows(frame, boxes)`` (a remote one, e.g.
-``triton://``) is handed the uint8 frame and the ``[K, 4]`` window boxes
-instead of crops, crops where it runs and returns ``[K, D]``.
+Device and precision choice, checkpoint reading (OpenAI archives or state
+dicts) and :class:`ClipEncoder`, which normalises pixels on the device and runs
+the towers at the chosen precision.
 """
-
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import torch
 
-from .clip_internals import checkpoint_file
+from ..encoder import ModelLoadError
+from .clip_internals import checkpoint_file, default_download_root, import_clip
 
-DEFAULT_LOGIT_SCALE = 100.0
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # Measured on a 2-core CPU (ViT-B/32, bf16 and fp32): chunks of 8 to 43 crops
 # run ~15% faster per crop than one batch of 86. A GPU takes one batch.
 CPU_MAX_BATCH = 32
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says how to fix it."""
-
-
-class ModelUnreachableError(ModelLoadError):
-    """The model's server did not answer while loading: trying again later may succeed
-    (a node keeps running and loads the model once the server answers)."""
-
-
-class EncoderUnavailableError(RuntimeError):
-    """A remote encoder could not answer this call (server down, timed out or refused).
-
-    Raised per call, never fatal: the next call tries again, so a caller counts
-    the failure, logs it (throttled) and carries on.
-    """
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """What the pipeline needs from a vision-language model (the contract a
-    ``module:factory`` encoder meets; see the module docstring for the optional parts)."""
-
-    input_size: int
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
-
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor: ...
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -220,7 +182,7 @@ class ClipEncoder:
     def encode_dense(self, image: torch.Tensor) -> torch.Tensor:
         """``[1, 3, H, W]`` RGB in [0, 1] -> ``[h, w, D]`` patch embeddings (hybrid mode).
 
-        See :mod:`clip_perception.core.dense_clip` (ClearCLIP for ViT, MaskCLIP for ResNet).
+        See :mod:`clip_perception.core.model.dense_clip` (ClearCLIP for ViT, MaskCLIP for ResNet).
         """
         from .dense_clip import encode_dense
 
@@ -233,25 +195,6 @@ class ClipEncoder:
         tokens = clip.tokenize(list(texts), truncate=True).to(self.device)
         with self.precision():
             return self.model.encode_text(tokens).float()
-
-
-def import_clip():
-    try:
-        with warnings.catch_warnings():  # clip imports the deprecated pkg_resources
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import clip
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"OpenAI CLIP is not importable ({exc}); install it with "
-            "`pip install openai-clip 'setuptools<81'`"
-        ) from exc
-    return clip
-
-
-def default_download_root() -> str:
-    """Where ``clip.load`` keeps downloaded weights (``~/.cache/clip``)."""
-    return os.path.expanduser(os.path.join("~", ".cache", "clip"))
 
 
 def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
@@ -323,66 +266,3 @@ def load_clip(
     return ClipEncoder(net.to(device), device, dtype)
 
 
-def load_factory(spec: str, device: torch.device) -> Encoder:
-    """Import ``module:factory`` and call ``factory(device=device)``."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ModelLoadError(
-            f"encoder factory '{spec}' could not be imported ({exc}); give 'module:function' "
-            "where module is importable"
-        ) from exc
-    try:
-        encoder = factory(device=device)
-    except Exception as exc:
-        raise ModelLoadError(f"encoder factory '{spec}' failed: {exc}") from exc
-    if not isinstance(encoder, Encoder):  # the Protocol's members, by name
-        required = ("input_size", "encode_images", "encode_texts")
-        missing = [a for a in required if not hasattr(encoder, a)]
-        raise ModelLoadError(f"encoder from '{spec}' lacks {', '.join(missing)}")
-    return encoder
-
-
-def is_factory_spec(model: str) -> bool:
-    """``pkg.module:factory`` (and not a Windows drive or an existing file)."""
-    if ":" not in model or os.path.exists(os.path.expanduser(model)):
-        return False
-    module, _, attr = model.partition(":")
-    return bool(module) and attr.isidentifier() and all(p.isidentifier() for p in module.split("."))
-
-
-def load_encoder(
-    model: str = "ViT-B/32",
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    download_root: str | None = None,
-) -> Encoder:
-    """Load the encoder named by ``model``: a CLIP name, a checkpoint path, a factory,
-    or ``triton://host:port/name`` (one served by ``python -m clip_perception.serve``).
-
-    Raises:
-        ModelLoadError: with a message that says how to fix the problem.
-    """
-    if not model or not model.strip():
-        raise ModelLoadError("no model given; use e.g. model:=ViT-B/32 or a checkpoint path")
-    model = model.strip()
-    if model.startswith("triton://"):  # remote: the server chooses device and precision
-        from .triton_encoder import load_triton_encoder
-
-        return load_triton_encoder(model)
-    torch_device = resolve_device(device)
-    if is_factory_spec(model):
-        return load_factory(model, torch_device)
-    return load_clip(model, torch_device, resolve_precision(precision, torch_device), download_root)
-
-
-def logit_scale_of(encoder) -> float:
-    """The encoder's softmax temperature, or CLIP's 100 when it has none."""
-    return float(getattr(encoder, "logit_scale", DEFAULT_LOGIT_SCALE))
-
-
-def device_of(encoder) -> torch.device:
-    """The device the encoder wants its input on (CPU when it does not say)."""
-    device = getattr(encoder, "device", None)
-    return torch.device(device) if device is not None else torch.device("cpu")

@@ -3,13 +3,13 @@
 :class:`InferenceLoop` owns everything between "a frame arrived" and "publish
 this result":
 
-* one newest-frame slot per camera (:class:`~.latest_slot.CameraSlots`): a
+* one newest-frame slot per camera (:class:`~.camera_slots.CameraSlots`): a
   frame arriving while another is processed replaces the waiting one of the
   same camera (counted as dropped); the slots are cleared on
   :meth:`~InferenceLoop.start` and :meth:`~InferenceLoop.stop`, so no frame
   from before a stop is processed after it;
 * a worker thread running the detector on the newest frames (a compressed
-  frame arrives as a :class:`~.pending_frame.PendingFrame` and is decoded
+  frame arrives as a :class:`PendingFrame` and is decoded
   here, so frames replaced in the slot are never decoded): every camera's
   waiting frame, round-robin, up to ``max_batch``, as one batched detection
   (``detector.detect_batch``: one encoder pass per stage); one frame alone
@@ -42,10 +42,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .encoders import EncoderUnavailableError, ModelUnreachableError
+from ..encoder import EncoderUnavailableError, ModelUnreachableError
+from .camera_slots import CameraSlots
 from .health import Health, HealthReport
-from .latest_slot import CameraSlots
-from .pending_frame import resolve
 from .timings import Timings
 
 CAMERA_COUNTERS = ("frames_submitted", "frames_processed", "frames_failed")
@@ -54,6 +53,45 @@ COUNTERS = ("frames_submitted", "frames_processed", "frames_without_target", "fr
             "target_updates", "target_updates_failed", "stop_timeouts", "frames_cleared")
 
 _log = logging.getLogger(__name__)
+
+
+class PendingFrame:
+    """A frame decoded when the worker takes it, not when it arrives.
+
+    A compressed camera at 30 Hz delivers far more frames than a CLIP pipeline
+    processes; the rest are replaced in the newest-frame slot. Decoding each one
+    on arrival would spend the executor's time on frames nobody looks at, so the
+    input submits a :class:`PendingFrame` and the worker decodes only the frames
+    it takes (``decode()`` runs on the worker thread).
+
+    Args:
+        decode: makes the frame (e.g. decodes a jpeg); may raise ``errors``.
+        errors: the exceptions that mean "a bad input": ``rejected(exc)`` is
+            called with them (count, log) and :meth:`resolve` returns None.
+            Anything else propagates (a bug, counted by the loop).
+        rejected: called on the worker thread with a bad input's exception.
+    """
+
+    __slots__ = ("_decode", "_errors", "_rejected")
+
+    def __init__(self, decode: Callable[[], Any], errors: tuple[type[BaseException], ...],
+                 rejected: Callable[[BaseException], None]):
+        self._decode = decode
+        self._errors = errors
+        self._rejected = rejected
+
+    def resolve(self) -> Any | None:
+        """The decoded frame, or None for a bad input (already reported by ``rejected``)."""
+        try:
+            return self._decode()
+        except self._errors as exc:
+            self._rejected(exc)
+            return None
+
+
+def resolve(frame: Any) -> Any | None:
+    """``frame`` itself, or a :class:`PendingFrame`'s decoded frame (None if rejected)."""
+    return frame.resolve() if isinstance(frame, PendingFrame) else frame
 
 
 @dataclass(frozen=True)
@@ -254,7 +292,7 @@ class InferenceLoop:
         """Build the detector with ``make()`` on a thread of its own, then :meth:`load` it.
 
         For a model whose server is not up yet: while ``make`` raises
-        :class:`~.encoders.ModelUnreachableError`, each attempt is reported, health
+        :class:`~..encoder.ModelUnreachableError`, each attempt is reported, health
         says ERROR ("no model yet"), submitted frames count as failed, and it tries
         again ``retry`` s later. Any other error is reported and ends the attempts
         (health stays ERROR). ``on_ready(detector)`` runs once it is loaded.
@@ -496,7 +534,7 @@ class InferenceLoop:
                 self._hand_over(run, detector, job, detection, targets, with_heatmap)
 
     def _decoded(self, jobs: list[Job]) -> list[Job]:
-        """The jobs with their pending frames decoded (:mod:`.pending_frame`: only the
+        """The jobs with their pending frames decoded (:class:`PendingFrame`: only the
         frames the worker takes are decoded); a rejected frame is dropped here, its
         input having counted and reported it."""
         out = []

@@ -9,7 +9,7 @@ only the frame's id and their boxes, and if the server no longer holds the frame
 (see :mod:`.triton_protocol`).
 
 Failures are per call: while the server is down or slow, each call raises
-:class:`~clip_perception.core.encoders.EncoderUnavailableError` after at most
+:class:`~clip_perception.core.encoder.EncoderUnavailableError` after at most
 ``timeout`` seconds, and the next call opens a fresh connection, so the encoder
 recovers by itself as soon as the server answers again.
 
@@ -31,9 +31,9 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import torch
 
+from ..encoder import EncoderUnavailableError, ModelLoadError, ModelUnreachableError
+from ..io.image_formats import Frame
 from . import triton_protocol as protocol
-from .encoders import EncoderUnavailableError, ModelLoadError, ModelUnreachableError
-from .image_formats import Frame
 
 SCHEME = "triton://"
 DEFAULT_PORT = 8001
@@ -106,7 +106,7 @@ def _grpc_module():
 
 
 class TritonEncoder:
-    """The :class:`~clip_perception.core.encoders.Encoder` API over a Triton server.
+    """The :class:`~clip_perception.core.encoder.Encoder` API over a Triton server.
 
     Thread-safe. ``device`` is the CPU: embeddings come back as CPU tensors.
     """

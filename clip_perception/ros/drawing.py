@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .detector import Detection
+from ..core.detect.results import Detection
 
 FOUND = (40, 220, 60)
 MISSING = (230, 60, 60)

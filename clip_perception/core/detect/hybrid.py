@@ -21,7 +21,7 @@
    still has a crop the object fills. Presence is the best crop probability,
    the box the chosen candidate's.
 
-Measured on the known-answer family (README, "Hybrid mode"): the cell-fitted
+Measured on the known-answer family (docs/localization.md, "Hybrid mode"): the cell-fitted
 box beat the candidate's bounding cells, and crops spent on moving the box
 (a rank fit over a dozen crops, with or without the cells) made it worse, so
 the crops decide presence and which candidate, not where the edges are.
@@ -34,19 +34,19 @@ encoder's device and returns ``[h, w, D]`` embeddings in the space of
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .dense_regions import fit_cells, margin_map, regions, scaled_boxes
+from .results import Box, Detection, TargetResult, second_instance
 from .windows import box_intersection
 
-if TYPE_CHECKING:
-    from .detector import Detection, Detector
-
-Box = tuple[int, int, int, int]
+# (image, boxes [K, 4], classes, n_targets) -> (probs [K, T], evidence [K, T]): the
+# detector's crop scoring, one roi_align and one encoder pass
+Score = Callable[[torch.Tensor, np.ndarray, torch.Tensor, int], tuple[np.ndarray, np.ndarray]]
 MAX_CANDIDATES = 3    # candidate regions verified per target
 CROPS_PER_CANDIDATE = 4  # verify_crops per target per candidate before candidates are cut
 PRESENCE_SCALES = ((0.7, 0.7), (0.5, 0.5))  # the chosen box shrunk: presence crops
@@ -82,11 +82,11 @@ def dense_heatmap(prob: np.ndarray, width: int, height: int, cell: int) -> np.nd
     return prob[np.ix_(i, j)].astype(np.float64)
 
 
-def cell_logits(detector: Detector, dense: torch.Tensor, classes: torch.Tensor
+def cell_logits(logit_scale: float, dense: torch.Tensor, classes: torch.Tensor
                 ) -> torch.Tensor:
     """``[h, w, D]`` cell embeddings -> ``[h * w, classes]`` logits (row-major cells)."""
     cells = F.normalize(dense.reshape(-1, dense.shape[-1]).to(classes.device).float(), dim=-1)
-    return detector.logit_scale * cells @ classes.float().T
+    return logit_scale * cells @ classes.float().T
 
 
 def needs_zoom(box: Box, cell: tuple[float, float], below: int = ZOOM_BELOW) -> bool:
@@ -104,8 +104,8 @@ def zoom_region(box: Box, cell: tuple[float, float], width: int, height: int,
             min(width, int(np.ceil(x1 + gx))), min(height, int(np.ceil(y1 + gy))))
 
 
-def zoom_fit(detector: Detector, image: torch.Tensor, classes: torch.Tensor, t: int, n: int,
-             box: Box, cell: tuple[float, float], width: int, height: int) -> Box:
+def zoom_fit(encoder, logit_scale: float, image: torch.Tensor, classes: torch.Tensor, t: int,
+             n: int, box: Box, cell: tuple[float, float], width: int, height: int) -> Box:
     """``box`` refitted on a second dense pass over the region around it.
 
     The region is cut from the uploaded frame and scaled up to the frame's long
@@ -123,9 +123,9 @@ def zoom_fit(detector: Detector, image: torch.Tensor, classes: torch.Tensor, t: 
         crop = image[:, :, ry0:ry1, rx0:rx1]
         zoomed = F.interpolate(crop.float(), size=(zh, zw), mode="bilinear",
                                align_corners=False).clamp_(0, 1).to(image.dtype)
-        dense = detector.encoder.encode_dense(zoomed)
+        dense = encoder.encode_dense(zoomed)
         rows, cols, _ = dense.shape
-        logits = cell_logits(detector, dense, classes)
+        logits = cell_logits(logit_scale, dense, classes)
     margin = margin_map(logits.cpu().numpy().astype(np.float64), n)[:, t].reshape(rows, cols)
     xs, ys = cell_bounds(rows, cols, rw, rh)
     inner = (box[0] - rx0, box[1] - ry0, box[2] - rx0, box[3] - ry0)
@@ -152,21 +152,20 @@ def outside_median(margin: np.ndarray, xs: np.ndarray, ys: np.ndarray, box: Box
     return float(np.median(margin[~inside])) if (~inside).any() else None
 
 
-def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, ...],
-                  classes: torch.Tensor, config, width: int, height: int,
-                  with_heatmap: bool) -> Detection:
-    """One dense pass, candidate regions, verification crops; a :class:`Detection`.
+def detect_hybrid(encoder, logit_scale: float, score: Score, image: torch.Tensor,
+                  targets: tuple[str, ...], classes: torch.Tensor, config, width: int,
+                  height: int, with_heatmap: bool) -> Detection:
+    """One dense pass of ``encoder``, candidate regions, verification crops scored by
+    ``score``; a :class:`~.results.Detection`.
 
     Crops: up to :data:`MAX_CANDIDATES` per target (fewer when ``verify_crops``
     is small; at least one), then the presence crops while ``verify_crops`` lasts.
     """
-    from .detector import Detection, TargetResult, second_instance
-
     n = len(targets)
     with torch.inference_mode():
-        dense = detector.encoder.encode_dense(image)
+        dense = encoder.encode_dense(image)
         rows, cols, _ = dense.shape
-        logits = cell_logits(detector, dense, classes)
+        logits = cell_logits(logit_scale, dense, classes)
         probs = logits.softmax(dim=-1)[:, :n]
     maps = probs.cpu().numpy().astype(np.float64).reshape(rows, cols, n)
     margins = margin_map(logits.cpu().numpy().astype(np.float64), n).reshape(rows, cols, n)
@@ -176,7 +175,7 @@ def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, .
     boxes = [[fit_cells(margins[:, :, t], r, c, xs, ys) for r, c, _ in
               regions(margins[:, :, t], per_target)] for t in range(n)]
     windows = np.asarray([b for bt in boxes for b in bt], dtype=np.int64).reshape(-1, 4)
-    crop_probs, evidence = detector._score(image, windows, classes, n)
+    crop_probs, evidence = score(image, windows, classes, n)
     spent = len(windows)
     starts = np.cumsum([0] + [len(b) for b in boxes])
     picks = [int(np.argmax(evidence[starts[t]:starts[t + 1], t])) for t in range(n)]
@@ -184,14 +183,15 @@ def detect_hybrid(detector: Detector, image: torch.Tensor, targets: tuple[str, .
     scores = [float(crop_probs[starts[t]:starts[t + 1], t].max()) for t in range(n)]
     cell = (width / cols, height / rows)
     zoomed = [config.hybrid_zoom and needs_zoom(box, cell) for box in chosen]
-    chosen = [zoom_fit(detector, image, classes, t, n, box, cell, width, height) if zoom
+    chosen = [zoom_fit(encoder, logit_scale, image, classes, t, n, box, cell, width, height)
+              if zoom
               else box for t, (box, zoom) in enumerate(zip(chosen, zoomed))]
 
     extra = min(len(PRESENCE_SCALES), (config.verify_crops - spent) // n)
     if extra > 0:
         shrunk = np.concatenate([scaled_boxes(b, PRESENCE_SCALES[:extra], width, height)
                                  for b in chosen])
-        more, _ = detector._score(image, shrunk, classes, n)
+        more, _ = score(image, shrunk, classes, n)
         spent += len(shrunk)
         scores = [max(scores[t], float(more[t * extra:(t + 1) * extra, t].max()))
                   for t in range(n)]

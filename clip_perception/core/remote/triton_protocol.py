@@ -1,5 +1,5 @@
 """The wire contract between ``python -m clip_perception.serve`` and the node's
-Triton client (:mod:`clip_perception.core.triton_encoder`).
+Triton client (:mod:`clip_perception.core.remote.triton_encoder`).
 
 A served encoder ``NAME`` is two Triton models:
 

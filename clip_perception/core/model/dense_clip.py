@@ -138,7 +138,7 @@ def resnet_dense(visual: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def encode_dense(encoder, image: torch.Tensor, long_side: int | None = None) -> torch.Tensor:
-    """The dense-feature contract for a :class:`~.encoders.ClipEncoder`.
+    """The dense-feature contract for a :class:`~.clip_encoder.ClipEncoder`.
 
     ``image`` is ``[1, 3, H, W]`` float RGB in [0, 1] on the encoder's device.
     Returns float32 ``[h, w, D]`` in the space of ``encode_images``; cell
