@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from optional import needs_module
+from PIL import Image
 
-pytest.importorskip("clip", reason="openai-clip is not installed (make setup installs it)")
-
-from PIL import Image  # noqa: E402
-
-from clip_perception.core.model import clip_internals  # noqa: E402
+from clip_perception.core.model import clip_internals
 from clip_perception.core.model.clip_encoder import CLIP_MEAN, CLIP_STD
 from clip_perception.core.model.clip_internals import import_clip
+
+pytestmark = needs_module("clip", "openai-clip is not installed (make setup installs it)")
 
 
 def test_every_public_model_name_has_a_checkpoint_file() -> None:

@@ -13,9 +13,13 @@ import re
 from pathlib import Path
 
 import pytest
+from optional import has_module
 
-packaging_requirements = pytest.importorskip(
-    "packaging.requirements", reason="packaging is not installed (pip brings it)")
+if has_module("packaging.requirements"):
+    from packaging import requirements as packaging_requirements
+
+pytestmark = pytest.mark.skipif(not has_module("packaging.requirements"),
+                                reason="packaging is not installed (pip brings it)")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,22 +14,21 @@ import time
 
 import numpy as np
 import pytest
+from optional import needs_module
 from ros_harness import COLOR_MODEL, NodeProcess, Probe, stamp_of
 
 from clip_perception.core.detect.detector import Detector
 from clip_perception.serving.environment import triton_python
 from clip_perception.testing import color_encoder
 from clip_perception.testing.scenes import make_scene
+from clip_perception.tools.triton_process import TritonServerProcess
 
-pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed "
-                    "(requirements-dev.txt)")
-if triton_python() is None:
-    pytest.skip("no .venv-triton for the server: run `make triton-setup` (`make test` does)",
-                allow_module_level=True)
-
-from clip_perception.tools.triton_process import TritonServerProcess  # noqa: E402
-
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.ros, pytest.mark.slow,
+    needs_module("tritonclient.grpc", "tritonclient[grpc] is not installed (requirements-dev.txt)"),
+    pytest.mark.skipif(triton_python() is None, reason="no .venv-triton for the server: run "
+                       "`make triton-setup` (`make test` does)"),
+]
 T0 = 1_700_000_000 * 10**9
 
 

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from optional import needs_module
 
 from clip_perception.core.detect.crops import FrameUploader, crop_windows
 from clip_perception.core.detect.detector import Detector
@@ -23,16 +24,14 @@ from clip_perception.core.model.loading import load_encoder
 from clip_perception.serving.environment import triton_python
 from clip_perception.testing import color_encoder, random_clip
 from clip_perception.testing.scenes import make_scene
+from clip_perception.tools.triton_process import TritonServerProcess
 
-pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed "
-                    "(requirements-dev.txt)")
-if triton_python() is None:
-    pytest.skip("no .venv-triton for the server: run `make triton-setup` (`make test` does)",
-                allow_module_level=True)
-
-from clip_perception.tools.triton_process import TritonServerProcess  # noqa: E402
-
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    needs_module("tritonclient.grpc", "tritonclient[grpc] is not installed (requirements-dev.txt)"),
+    pytest.mark.skipif(triton_python() is None, reason="no .venv-triton for the server: run "
+                       "`make triton-setup` (`make test` does)"),
+]
 
 MODELS = {  # served spec -> the same encoder in this process
     "color": ("clip_perception.testing.color_encoder:factory",
