@@ -37,7 +37,7 @@ setup(
     python_requires='>=3.10',
     zip_safe=False,
     maintainer='clip_perception maintainers',
-    maintainer_email='maintainer@example.com',
+    maintainer_email='maintainers@users.noreply.h-seed-c874544d.example',
     description='Find a named object in camera frames with OpenAI CLIP (ROS 2 node).',
     license='Apache-2.0',
     keywords=['ROS', 'ROS 2', 'CLIP', 'perception'],
