@@ -20,15 +20,29 @@ from clip_perception.ros.dds_profile import env_with_profile  # noqa: E402
 
 os.environ.update(env_with_profile(os.environ))
 
-# Domains for node tests: a block per pytest process so parallel runs do not meet.
+# Domains for node tests: a block per pytest run so parallel runs do not meet.
 # Offsets 0-4 are fixed ones for files that cannot take the fixture
 # (test_fastdds_profile: 0-1, test_launch's unittest classes: 2-4); the
-# ros_domain fixture hands out the rest (about 50 per block; Fast DDS ids end at 232).
+# ros_domain fixture hands out the rest, split between pytest-xdist workers and
+# reused in turn (a test's processes are gone before its domain comes round
+# again). Fast DDS domain ids end at 232.
 DOMAIN_BLOCK = 56
+FIXED_DOMAINS = 5
 _DOMAIN_BASE = int(os.environ.get("CLIP_PERCEPTION_TEST_DOMAIN_BASE",
                                   str(4 + (os.getpid() % 4) * DOMAIN_BLOCK)))
 os.environ["CLIP_PERCEPTION_TEST_DOMAIN_BASE"] = str(_DOMAIN_BASE)  # the files read it
-_domains = itertools.count(_DOMAIN_BASE + 5)
+
+
+def worker_domains(base: int, worker: int, workers: int) -> list[int]:
+    """The domain ids the ros_domain fixture of one xdist worker hands out."""
+    share = (DOMAIN_BLOCK - FIXED_DOMAINS) // max(1, workers)
+    first = base + FIXED_DOMAINS + worker * share
+    return [d for d in range(first, first + share) if d <= 232]
+
+
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_domains = itertools.cycle(worker_domains(_DOMAIN_BASE, _WORKER, _WORKERS))
 
 
 @pytest.fixture
@@ -37,7 +51,6 @@ def ros_domain() -> int:
     domain = next(_domains)
     if domain == int(os.environ.get("ROS_DOMAIN_ID", "42")):  # the Makefile's, for make demo
         domain = next(_domains)
-    assert domain <= 232, "Fast DDS domain ids end at 232"
     return domain
 
 
