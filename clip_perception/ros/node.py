@@ -358,14 +358,18 @@ class PerceptionNode(LifecycleNode):
 
     # --- diagnostics ------------------------------------------------------------
     def counters(self) -> dict[str, int]:
-        """Every input the node saw, and what became of it."""
+        """Every input the node saw, and what became of it.
+
+        The publisher thread adds keys (``no_3d_<reason>``) while the diagnostics
+        timer reads: each Counter is copied in one step (``dict(...)``, atomic under
+        the GIL) before it is iterated."""
         inputs: Counter[str] = Counter()
         spatial: Counter[str] = Counter()
         for camera in self.cameras.values():
-            inputs.update(camera.input.counts)
+            inputs.update(dict(camera.input.counts))
             if camera.spatial is not None:
-                spatial.update(camera.spatial.counts)
-        return {**self.loop.counters(), **inputs, **spatial, **self.command_counts}
+                spatial.update(dict(camera.spatial.counts))
+        return {**self.loop.counters(), **inputs, **spatial, **dict(self.command_counts)}
 
     def camera_figures(self) -> dict[str, object]:
         """Per named camera, ``c/<figure>`` (counters, ``rate_hz``); none for the unnamed one."""
@@ -374,9 +378,9 @@ class PerceptionNode(LifecycleNode):
         figures: dict[str, object] = {}
         for name, row in self.loop.camera_figures().items():
             camera = self.cameras[name]
-            row = {**row, **camera.input.counts}
+            row = {**row, **dict(camera.input.counts)}
             if camera.spatial is not None:
-                row.update(camera.spatial.counts)
+                row.update(dict(camera.spatial.counts))
             figures.update({f"{name}/{key}": value for key, value in row.items()})
         return figures
 

@@ -279,6 +279,7 @@ class InferenceLoop:
     def _load_locked(self, detector) -> bool:
         with self._lock:
             self._detector = detector
+        self.health.model_error = None  # whatever an earlier attempt said, a model is here
         phrases = self._targets.phrases
         try:
             detector.set_targets(phrases)
@@ -301,26 +302,32 @@ class InferenceLoop:
         self._cancel_loader()
         cancel = threading.Event()
 
+        def failed(message: str, error: str) -> bool:
+            """Report a failed attempt unless cancelled meanwhile; True if reported."""
+            with self._update_lock:  # _cancel_loader sets cancel under this lock
+                if cancel.is_set():
+                    return False  # cleaned up while make() ran: nothing of ours is current
+                self.health.model_error = error
+            self._problem("model", message)
+            return True
+
         def attempts() -> None:
             while not cancel.is_set():
                 try:
                     detector = make()
                 except ModelUnreachableError as exc:
-                    self.health.model_error = str(exc)
-                    self._problem("model", f"model not loaded yet (retrying every "
-                                           f"{retry:g} s): {exc}")
+                    if not failed(f"model not loaded yet (retrying every {retry:g} s): {exc}",
+                                  str(exc)):
+                        return
                     cancel.wait(retry)
                     continue
                 except Exception as exc:  # a broken model: say so, stop trying
-                    self.health.model_error = f"{exc}"
-                    self._problem("model", f"the model could not be loaded; not retrying: "
-                                           f"{exc}")
+                    failed(f"the model could not be loaded; not retrying: {exc}", f"{exc}")
                     return
                 with self._update_lock:  # release() cancels under this lock: no stale load
                     if cancel.is_set():
                         return
                     self._load_locked(detector)
-                    self.health.model_error = None
                 if on_ready is not None:
                     try:
                         on_ready(detector)
@@ -344,7 +351,7 @@ class InferenceLoop:
         if loader is not None:
             with self._update_lock:
                 loader[1].set()
-            self.health.model_error = None
+                self.health.model_error = None
 
     def release(self, after: Callable[[], None] | None = None) -> bool:
         """Drop the detector (and stop a :meth:`load_when_ready` still trying). ``after``
@@ -603,6 +610,8 @@ class InferenceLoop:
 
     def _check_budget(self, detector, job: Job, detection) -> None:
         config = detector.config
+        if getattr(detection, "dense_passes", 0):
+            return  # hybrid: no coarse grid to refine, the budget advice is crop mode's
         if config.refine and config.refine_stages and not detection.refined:
             self._report(
                 "budget", f"refine is on but the {len(detection.windows)} coarse windows of a "
