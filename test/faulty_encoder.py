@@ -2,7 +2,9 @@
 
 ``model:=faulty_encoder:factory`` (test/ is on the node's PYTHONPATH):
 
-* text embedding raises for any prompt containing "poison";
+* text embedding raises for any prompt containing "poison", and takes
+  ``FAULTY_SLOW_TEXT`` s (default 1.5) for one containing "sloth" (a slow
+  remote text encoder);
 * with ``FAULTY_REPORT_ONCE=<kind>``, the first ProblemLog.report of that kind
   raises (a broken logger: a fault outside detect, in the worker thread);
 * with ``FAULTY_SLOW_DRAWING=<seconds>``, drawing the debug image takes that long
@@ -23,6 +25,8 @@ class PoisonedTextEncoder(ColorEncoder):
     def encode_texts(self, texts):
         if any("poison" in t for t in texts):
             raise RuntimeError("text encoder failed on a poison prompt")
+        if any("sloth" in t for t in texts):
+            time.sleep(float(os.environ.get("FAULTY_SLOW_TEXT", "1.5")))
         return super().encode_texts(texts)
 
 

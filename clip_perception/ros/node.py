@@ -18,11 +18,19 @@ The default ``[""]`` is one unnamed camera on today's topics.
 By default the node configures and activates itself (``autostart``). A
 command sets the ``target`` parameter, so ``ros2 param get`` shows what the
 node looks for; parameter side effects run after the values are set.
+
+A new target's text is embedded off the executor
+(:class:`~clip_perception.core.runtime.target_updates.BackgroundUpdates`): a
+command is accepted at once, the ``targets`` topic says when the new target is
+live, and one that cannot be embedded is refused afterwards (logged, counted,
+the old target stays and ``target`` is set back to it). Detector settings
+change on the same thread, after the targets before them.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -43,6 +51,7 @@ from ..core.runtime.health import Health
 from ..core.runtime.inference_loop import InferenceLoop, Result
 from ..core.runtime.log_throttle import ProblemLog
 from ..core.runtime.memory import configure_allocator, malloc_trim, release_memory
+from ..core.runtime.target_updates import BackgroundUpdates
 from . import param_hooks
 from .diagnostics import Diagnostics
 from .inputs import CameraInput, image_qos
@@ -128,9 +137,14 @@ class PerceptionNode(LifecycleNode):
         self.diagnostics: Diagnostics | None = None
         self._command_sub = None
         self._command_source: tuple[str, str] | None = None
+        self.updates = BackgroundUpdates(
+            report=lambda kind, message: self.problems.report(f"update/{kind}", message))
+        self._reverting = threading.local()  # set while the update thread resets `target`
+        self._live_text = ""  # the `target` text of the targets in force
         if self._values["target"]:
             try:
-                self._switch_targets(parse_command(self._values["target"]).targets, "parameter")
+                self._switch_targets(parse_command(self._values["target"]).targets, "parameter",
+                                     self._values["target"])
             except CommandError as exc:
                 log.error(f"parameter target {self._values['target']!r} ignored: {exc}")
 
@@ -255,6 +269,7 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.updates.close()
         self.loop.stop()
         self._release()
         return TransitionCallbackReturn.SUCCESS
@@ -295,13 +310,10 @@ class PerceptionNode(LifecycleNode):
         values = {**self._values, **{p.name: p.value for p in params}}
         changed = {p.name for p in params}
         if "target" in changed and values["target"]:
-            try:
-                targets = parse_command(values["target"], values["max_command_length"]).targets
+            try:  # embedding happens later, off the executor (_switch_targets)
+                parse_command(values["target"], values["max_command_length"])
             except CommandError as exc:
                 return SetParametersResult(successful=False, reason=f"target: {exc}")
-            error = self.loop.prepare_targets(targets)  # embeds into the cache only
-            if error is not None:
-                return SetParametersResult(successful=False, reason=f"target: {error}")
         if "depth_range" in changed:
             try:
                 depth_range(values)
@@ -320,23 +332,42 @@ class PerceptionNode(LifecycleNode):
         changed = {p.name for p in params}
         if changed & set(DETECTOR_FIELDS):
             config = detector_config(self._values)
-            self.loop.configure(lambda detector: detector.configure(config))
+            self.updates.submit("settings", partial(
+                self.loop.configure, lambda detector: detector.configure(config)))
         if "target" in changed:
             text = self._values["target"]
             source, self._command_source = self._command_source, None
+            if getattr(self._reverting, "active", False):
+                return  # the update thread puts back the target in force: nothing to do
             label = source[1] if source and source[0] == text else "parameter target"
             targets = parse_command(text, self._values["max_command_length"]).targets \
                 if text else ()
-            self._switch_targets(targets, label)
+            self.updates.submit("target", partial(self._switch_targets, targets, label, text))
 
-    def _switch_targets(self, targets: tuple[str, ...], source: str) -> None:
+    def _switch_targets(self, targets: tuple[str, ...], source: str, text: str) -> None:
+        """Embed and switch to ``targets`` (the update thread; at start-up, the caller's).
+
+        A refusal is reported and counted by the loop; ``target`` goes back to the
+        text of the targets in force unless a newer one is already waiting."""
         if not self.loop.set_targets(targets):
-            return  # reported by the loop; the old targets stay
+            if not self.updates.waiting("target") and text != self._live_text:
+                self._reverting.active = True
+                try:
+                    self.set_parameters([Parameter("target", Parameter.Type.STRING,
+                                                   self._live_text)])
+                finally:
+                    self._reverting.active = False
+            return
+        self._live_text = text
         log = self.get_logger()
         log.info(f"looking for {', '.join(targets)} (from {source})" if targets
                  else f"search stopped (from {source})")
-        if self.outputs is not None and self.loop.running:
-            self.outputs.publish_targets(targets)
+        outputs = self.outputs
+        if outputs is not None and self.loop.running:
+            try:
+                outputs.publish_targets(targets)
+            except Exception as exc:  # cleaned up meanwhile: the next activate announces
+                self.problems.report("targets", f"could not announce the targets: {exc!r}")
 
     # --- results (the loop's publisher thread) --------------------------------
     def _publish_result(self, result: Result) -> None:
@@ -397,7 +428,8 @@ class PerceptionNode(LifecycleNode):
         return report, figures, device
 
     def stop(self) -> None:
-        """Stop the loop's threads (used on shutdown)."""
+        """Stop the update and loop threads (used on shutdown)."""
+        self.updates.close()
         self.loop.stop()
 
 
