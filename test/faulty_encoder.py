@@ -66,3 +66,27 @@ def factory(device="cpu"):
     if os.environ.get("FAULTY_SLOW_DRAWING"):
         _slow_drawing(float(os.environ["FAULTY_SLOW_DRAWING"]))
     return PoisonedTextEncoder(device=device)
+
+
+class _OutOfMemory(ColorEncoder):
+    @property
+    def input_size(self):  # where a real model would allocate its first tensors
+        import torch
+
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    @input_size.setter
+    def input_size(self, value):
+        pass
+
+
+def bad_input_size(device="cpu"):
+    """``model:=faulty_encoder:bad_input_size``: an encoder with an unusable input_size."""
+    encoder = ColorEncoder(device=device)
+    encoder.input_size = "two hundred and twenty-four"
+    return encoder
+
+
+def out_of_memory(device="cpu"):
+    """``model:=faulty_encoder:out_of_memory``: the device runs out of memory at set-up."""
+    return _OutOfMemory(device=device)

@@ -214,3 +214,29 @@ def test_a_command_is_accepted_at_once_and_a_refused_embedding_keeps_the_old_tar
     finally:
         node.stop()
         node.destroy_node()
+
+
+@pytest.mark.parametrize("model,says", [
+    ("faulty_encoder:bad_input_size", "ValueError"),
+    ("faulty_encoder:out_of_memory", "OutOfMemoryError: CUDA out of memory"),
+])
+def test_any_configure_error_is_logged_with_its_type_and_configure_fails(context, capfd,
+                                                                         model, says):
+    """rclpy swallows an exception raised in a transition callback: whatever goes wrong,
+    configure fails and the log says what."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from clip_perception.ros.node import PerceptionNode
+
+    node = PerceptionNode(context=context, parameter_overrides=[
+        Parameter("model", value=model), Parameter("autostart", value=False)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._state_machine.current_state[1] == "unconfigured"
+        err = capfd.readouterr().err
+        assert says in err and "configure failed" in err, err
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE  # and again
+    finally:
+        node.stop()
+        node.destroy_node()

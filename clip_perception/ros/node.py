@@ -180,6 +180,20 @@ class PerceptionNode(LifecycleNode):
 
     # --- lifecycle ------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model and make the outputs; any error is logged and fails the
+        transition (rclpy would swallow an exception raised here without a word)."""
+        try:
+            return self._configure()
+        except Exception as exc:
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            try:
+                self._release()
+            except Exception as cleanup:  # what was made before the error is released
+                self.get_logger().error(f"releasing after the failed configure failed: "
+                                        f"{type(cleanup).__name__}: {cleanup}")
+            return TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> TransitionCallbackReturn:
         log = self.get_logger()
         v = self._values
         if self._camera_error is not None:
