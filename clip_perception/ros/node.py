@@ -29,6 +29,7 @@ change on the same thread, after the targets before them.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from collections import Counter
@@ -447,13 +448,44 @@ class PerceptionNode(LifecycleNode):
         self.loop.stop()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignore_stop_signals() -> None:
+    """From here on a stop signal changes nothing: shutdown is already under way.
+
+    ``ros2 launch`` sends SIGINT on Ctrl-C, after the terminal's own, and SIGTERM
+    later; one landing in the clean-up would otherwise raise KeyboardInterrupt
+    there (skipping the rest of it) or end the process mid-way. SIG_IGN also
+    holds through interpreter finalization, which would restore the default
+    action (killed by the signal: exit -2) for any other handler. Called again
+    after rclpy's shutdown, which puts back the handlers it found."""
+    for sig in STOP_SIGNALS:
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread (main() called from a test's thread)
+            return
+
+
+def _shut_down(node: PerceptionNode | None) -> None:
+    """Stop the threads, destroy the node, shut rclpy down; every step runs."""
+    steps = [] if node is None else [node.stop, node.destroy_node]
+    for step in [*steps, rclpy.try_shutdown]:
+        try:
+            step()
+        except Exception as exc:  # one failing step must not skip the others
+            print(f"clip_perception: {getattr(step, '__name__', step)} failed on shutdown: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+
+
 def main(args: list[str] | None = None) -> int:
-    """Run the node; exits 1 if the model cannot be loaded."""
+    """Run the node; exits 1 if the model cannot be loaded, 0 on a stop signal."""
     configure_allocator()  # before rclpy and torch start their threads
-    rclpy.init(args=args)
-    node = PerceptionNode()
+    node = None
     code = 0
     try:
+        rclpy.init(args=args)
+        node = PerceptionNode()
         if node.autostart:
             for transition in (node.trigger_configure, node.trigger_activate):
                 if transition() != TransitionCallbackReturn.SUCCESS:
@@ -465,9 +497,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        _ignore_stop_signals()
+        _shut_down(node)
+        _ignore_stop_signals()
     return code
 
 
