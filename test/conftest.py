@@ -31,14 +31,24 @@ os.environ["CLIP_PERCEPTION_TEST_DOMAIN_BASE"] = str(_DOMAIN_BASE)  # the files 
 _domains = itertools.count(_DOMAIN_BASE + 5)
 
 
-@pytest.fixture
-def ros_domain() -> int:
-    """A ROS_DOMAIN_ID of this test's own."""
+def _next_domain() -> int:
     domain = next(_domains)
     if domain == int(os.environ.get("ROS_DOMAIN_ID", "42")):  # the Makefile's, for make demo
         domain = next(_domains)
     assert domain <= 232, "Fast DDS domain ids end at 232"
     return domain
+
+
+@pytest.fixture
+def ros_domain() -> int:
+    """A ROS_DOMAIN_ID of this test's own."""
+    return _next_domain()
+
+
+@pytest.fixture(scope="module")
+def module_ros_domain() -> int:
+    """A ROS_DOMAIN_ID for a test module sharing one node process across its tests."""
+    return _next_domain()
 
 
 @pytest.fixture

@@ -118,7 +118,9 @@ class PerceptionNode(LifecycleNode):
             want_heatmap=lambda: any(  # use_depth: heatmaps weight the 3D positions
                 c.outputs is not None and (c.outputs.want_heatmap() or self._values["use_depth"])
                 for c in self.cameras.values()),
-            health=Health(window=HEALTH_WINDOW_PERIODS * period), cameras=names)
+            health=Health(window=HEALTH_WINDOW_PERIODS * period,
+                          no_frames_after=self._values["no_frames_timeout"] or None),
+            cameras=names)
         v = self._values
         self.cameras: dict[str, Camera] = {}
         for name in names:
