@@ -8,7 +8,10 @@
 * with ``FAULTY_REPORT_ONCE=<kind>``, the first ProblemLog.report of that kind
   raises (a broken logger: a fault outside detect, in the worker thread);
 * with ``FAULTY_SLOW_DRAWING=<seconds>``, drawing the debug image takes that long
-  (a slow publisher, so results queue behind it).
+  (a slow publisher, so results queue behind it);
+* with ``FAULTY_IMAGE_DELAY=<seconds>``, each image batch takes that long;
+* with ``FAULTY_GATE=<path>``, loading takes 0.3 s and, while that file exists,
+  raises ModelUnreachableError (a model server not up yet: the node retries).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from clip_perception.testing.color_encoder import ColorEncoder
 
 
 class PoisonedTextEncoder(ColorEncoder):
+    def encode_images(self, images):
+        time.sleep(float(os.environ.get("FAULTY_IMAGE_DELAY", "0")))
+        return super().encode_images(images)
+
     def encode_texts(self, texts):
         if any("poison" in t for t in texts):
             raise RuntimeError("text encoder failed on a poison prompt")
@@ -60,6 +67,13 @@ def _slow_drawing(seconds: float) -> None:
 
 
 def factory(device="cpu"):
+    gate = os.environ.get("FAULTY_GATE")
+    if gate:
+        from clip_perception.core.encoder import ModelUnreachableError
+
+        time.sleep(0.3)
+        if os.path.exists(gate):
+            raise ModelUnreachableError(f"no model server yet ({gate} exists)")
     kind = os.environ.get("FAULTY_REPORT_ONCE")
     if kind:
         _break_report_once(kind)
