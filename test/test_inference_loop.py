@@ -653,3 +653,32 @@ def test_hybrid_mode_gives_no_crop_budget_warning():
     finally:
         loop.stop(5)
     assert not [m for k, m in problems if k == "budget"], problems
+
+
+def test_a_target_is_retried_while_its_encoder_is_unavailable_and_refused_when_told_to_stop():
+    """A frozen or down text server is not the target's fault: the new target is tried
+    again (the old one in force meanwhile) until it embeds or the caller gives up."""
+    class Flaky(FakeDetector):
+        def __init__(self, outages):
+            super().__init__()
+            self.outages = outages
+
+        def set_targets(self, targets):
+            if self.outages > 0:
+                self.outages -= 1
+                raise EncoderUnavailableError("text server 127.0.0.1:1 did not answer")
+            super().set_targets(targets)
+
+    h = Harness(Flaky(outages=0))
+    h.loop.set_targets(("red block",))
+    h.detector.outages = 3
+    assert h.loop.set_targets(("blue block",), retry_while=lambda: True, retry=0.01)
+    assert h.loop.targets.phrases == ("blue block",)
+    assert h.loop.counters()["target_updates_failed"] == 0
+    assert [k for k, _ in h.problems] == ["target_unavailable"] * 3
+    h.detector.outages = 100
+    asked = []
+    assert not h.loop.set_targets(("green block",), retry_while=lambda: asked.append(1) or
+                                  len(asked) < 3, retry=0.01)
+    assert h.loop.targets.phrases == ("blue block",)
+    assert h.loop.counters()["target_updates_failed"] == 0, "given up, not refused"

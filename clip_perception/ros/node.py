@@ -361,13 +361,20 @@ class PerceptionNode(LifecycleNode):
                 if text else ()
             self.updates.submit("target", partial(self._switch_targets, targets, label, text))
 
+    def _keep_trying(self) -> bool:
+        """Retry a target whose encoder is unavailable until a newer one waits or the
+        node shuts down."""
+        return not self.updates.waiting("target") and not self.updates.closed
+
     def _switch_targets(self, targets: tuple[str, ...], source: str, text: str) -> None:
         """Embed and switch to ``targets`` (the update thread; at start-up, the caller's).
 
         A refusal is reported and counted by the loop; ``target`` goes back to the
-        text of the targets in force unless a newer one is already waiting."""
-        if not self.loop.set_targets(targets):
-            if not self.updates.waiting("target") and text != self._live_text:
+        text of the targets in force unless a newer one is already waiting. While
+        the encoder is unavailable (a remote one down or frozen) it is retried."""
+        if not self.loop.set_targets(targets, retry_while=self._keep_trying):
+            if (not self.updates.waiting("target") and not self.updates.closed
+                    and text != self._live_text):
                 self._reverting.active = True
                 try:
                     self.set_parameters([Parameter("target", Parameter.Type.STRING,

@@ -398,23 +398,44 @@ class InferenceLoop:
                 return self._target_failed(phrases, exc)
         return None
 
-    def set_targets(self, phrases: Sequence[str]) -> bool:
+    def set_targets(self, phrases: Sequence[str], *,
+                    retry_while: Callable[[], bool] | None = None, retry: float = 1.0) -> bool:
         """Switch to ``phrases`` (a new version). Returns False if they cannot be
-        embedded: reported, counted, and the old targets stay in force."""
+        embedded: reported, counted, and the old targets stay in force.
+
+        An encoder that is unavailable (its server down or frozen) is not the
+        target's fault: with ``retry_while``, the embedding is tried again every
+        ``retry`` s while ``retry_while()`` is true (each failure reported, the
+        old targets in force meanwhile); False, not counted as refused, once it
+        says stop."""
         phrases = tuple(phrases)
-        with self._update_lock:
-            detector = self._detector
-            if detector is not None:
+        while True:
+            with self._update_lock:
+                detector = self._detector
                 try:
-                    detector.set_targets(phrases)
+                    if detector is not None:
+                        detector.set_targets(phrases)
+                except EncoderUnavailableError as exc:
+                    if retry_while is None:
+                        self._target_failed(phrases, exc)
+                        return False
+                    if not retry_while():
+                        return False  # given up (superseded, shutting down): not refused
+                    self._problem("target_unavailable",
+                                  f"cannot embed targets {', '.join(phrases)} yet, the encoder "
+                                  f"is unavailable (retrying every {retry:g} s): {exc}")
                 except Exception as exc:
                     self._target_failed(phrases, exc)
                     return False
-            with self._lock:
-                self._targets = Targets(self._targets.version + 1, phrases)
-                self._counts["target_updates"] += 1
-            self.health.target_error = None
-        return True
+                else:
+                    with self._lock:
+                        self._targets = Targets(self._targets.version + 1, phrases)
+                        self._counts["target_updates"] += 1
+                    self.health.target_error = None
+                    return True
+            time.sleep(retry)
+            if not retry_while():
+                return False
 
     def _target_failed(self, phrases: tuple[str, ...], exc: Exception) -> str:
         self._count("target_updates_failed")

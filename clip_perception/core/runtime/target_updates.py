@@ -64,6 +64,10 @@ class BackgroundUpdates:
         with self._cond:
             return kind in self._pending
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def wait_idle(self, timeout: float) -> bool:
         """Block until no job waits or runs; False on timeout."""
         with self._cond:
