@@ -45,13 +45,23 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 _domains = itertools.cycle(worker_domains(_DOMAIN_BASE, _WORKER, _WORKERS))
 
 
-@pytest.fixture
-def ros_domain() -> int:
-    """A ROS_DOMAIN_ID of this test's own."""
+def _next_domain() -> int:
     domain = next(_domains)
     if domain == int(os.environ.get("ROS_DOMAIN_ID", "42")):  # the Makefile's, for make demo
         domain = next(_domains)
     return domain
+
+
+@pytest.fixture
+def ros_domain() -> int:
+    """A ROS_DOMAIN_ID of this test's own."""
+    return _next_domain()
+
+
+@pytest.fixture(scope="module")
+def module_ros_domain() -> int:
+    """A ROS_DOMAIN_ID for a test module sharing one node process across its tests."""
+    return _next_domain()
 
 
 @pytest.fixture

@@ -24,4 +24,6 @@ class SlowColorEncoder(ColorEncoder):
 
 
 def factory(device="cpu"):
+    """``SLOW_ENCODER_DELAY`` s per image batch (0.3); ``SLOW_ENCODER_LOAD`` s to load (0)."""
+    time.sleep(float(os.environ.get("SLOW_ENCODER_LOAD", "0")))
     return SlowColorEncoder(device, float(os.environ.get("SLOW_ENCODER_DELAY", "0.3")))

@@ -327,3 +327,39 @@ def test_refine_stages_zero_runs_no_finer_pass() -> None:
     assert not result.refined
     assert result.crops == len(result.windows)
     assert result.targets[0].box == result.targets[0].best_window
+
+
+def test_frames_go_on_while_a_new_target_is_embedded():
+    """A slow text pass for a new target does not hold up detect() on the current one."""
+    import threading
+
+    from clip_perception.testing.color_encoder import ColorEncoder
+
+    class SlowText(ColorEncoder):
+        def __init__(self):
+            super().__init__(device="cpu")
+            self.inside, self.leave = threading.Event(), threading.Event()
+
+        def encode_texts(self, texts):
+            if any("blue" in t for t in texts):
+                self.inside.set()
+                self.leave.wait(10)
+            return super().encode_texts(texts)
+
+    encoder = SlowText()
+    detector = Detector(encoder)
+    detector.set_targets(["red block"])
+    image = np.zeros((64, 64, 3), np.uint8)
+    embedding = threading.Thread(target=detector.set_targets, args=(["blue block"],))
+    embedding.start()
+    try:
+        assert encoder.inside.wait(5)
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (detector.detect(image), done.set()))
+        worker.start()
+        assert done.wait(5), "detect() waited for another target's text pass"
+        assert detector.targets == ("red block",)
+    finally:
+        encoder.leave.set()
+        embedding.join(5)
+    assert detector.targets == ("blue block",)

@@ -134,3 +134,22 @@ def test_event_history_stays_bounded_without_reports(clock):
         health.result()
         health.error("image")
     assert len(health._inputs.times) <= 101 and len(health._error_kinds) <= 101
+
+
+def test_a_camera_that_stops_is_a_warning_until_frames_come_back(clock):
+    health = Health(window=2.0, clock=clock, no_frames_after=5.0)
+    health.started()
+    clock.now = 4.0
+    assert report(health).level == OK, "not yet"
+    clock.now = 6.0
+    r = report(health)
+    assert r.level == WARN and r.message == "no frames for 6 s"
+    health.input()
+    health.result()
+    assert report(health).level == OK
+    clock.now = 12.5
+    assert report(health).message == "no frames for 6 s"
+    assert report(health, running=False).level == OK, "inactive: no frames expected"
+    health.input()
+    health.result()
+    assert report(health).level == OK

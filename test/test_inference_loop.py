@@ -583,3 +583,102 @@ def test_pending_frames_are_decoded_only_when_taken_and_rejects_are_dropped(h):
     assert until(lambda: len(rejected) == 1)
     h.run("after")
     assert "bad" not in h.frames() and h.loop.counters()["frames_failed"] == 0
+
+
+@pytest.mark.parametrize("failure", ["unreachable", "broken"])
+def test_a_loader_cancelled_inside_make_leaves_no_error_behind(failure):
+    """Cleanup cancels the background loader while make() runs; make() then fails.
+    The next configure loads the model directly: /diagnostics must not say
+    "no model yet" while results flow."""
+    from clip_perception.core.encoder import ModelUnreachableError
+
+    h = Harness()
+    loop = InferenceLoop(h._publish, report=lambda k, m: h.problems.append((k, m)), poll=0.01)
+    inside, leave = threading.Event(), threading.Event()
+
+    def make():
+        inside.set()
+        leave.wait(WAIT)
+        if failure == "unreachable":
+            raise ModelUnreachableError("no encoder at triton://127.0.0.1:1/clip")
+        raise Boom("checkpoint is corrupt")
+
+    loop.load_when_ready(make, retry=0.01)
+    assert inside.wait(WAIT)
+    loop.release()          # cleanup, while make() is running
+    leave.set()
+    assert until(lambda: not any(t.name == "clip_perception_model_loader"
+                                 for t in threading.enumerate()))
+    assert loop.load(FakeDetector())  # the next configure: the model loads directly
+    loop.set_targets(("red block",))
+    loop.start()
+    try:
+        loop.submit(None, "f1")
+        assert until(lambda: "f1" in h.frames())
+        report = loop.health_report()
+        assert report.level == OK, report.message
+    finally:
+        loop.stop(1.0)
+
+
+def test_a_successful_load_clears_an_earlier_model_error():
+    h = Harness()
+    loop = InferenceLoop(h._publish, report=lambda k, m: h.problems.append((k, m)), poll=0.01)
+    loop.health.model_error = "no encoder at triton://127.0.0.1:1/clip"
+    assert loop.load(FakeDetector())
+    assert "no model yet" not in loop.health_report().message
+
+
+def test_hybrid_mode_gives_no_crop_budget_warning():
+    """Hybrid frames have no coarse-grid refine pass: the budget advice is for crop mode."""
+    import numpy as np
+
+    from clip_perception.core.detect.config import DetectorConfig
+    from clip_perception.core.detect.detector import Detector
+    from clip_perception.testing.color_encoder import ColorEncoder
+    from clip_perception.testing.scenes import make_scene
+
+    detector = Detector(ColorEncoder(device="cpu"), DetectorConfig(mode="hybrid"))
+    assert detector.hybrid and detector.config.refine
+    published, problems = [], []
+    loop = InferenceLoop(published.append, report=lambda k, m: problems.append((k, m)),
+                         poll=0.01)
+    loop.load(detector)
+    loop.set_targets(("red block",))
+    loop.start()
+    try:
+        s = make_scene(np.random.default_rng(1), target_colour="red", distractors=1)
+        loop.submit(None, s.image)
+        assert until(lambda: published, 10)
+    finally:
+        loop.stop(5)
+    assert not [m for k, m in problems if k == "budget"], problems
+
+
+def test_a_target_is_retried_while_its_encoder_is_unavailable_and_refused_when_told_to_stop():
+    """A frozen or down text server is not the target's fault: the new target is tried
+    again (the old one in force meanwhile) until it embeds or the caller gives up."""
+    class Flaky(FakeDetector):
+        def __init__(self, outages):
+            super().__init__()
+            self.outages = outages
+
+        def set_targets(self, targets):
+            if self.outages > 0:
+                self.outages -= 1
+                raise EncoderUnavailableError("text server 127.0.0.1:1 did not answer")
+            super().set_targets(targets)
+
+    h = Harness(Flaky(outages=0))
+    h.loop.set_targets(("red block",))
+    h.detector.outages = 3
+    assert h.loop.set_targets(("blue block",), retry_while=lambda: True, retry=0.01)
+    assert h.loop.targets.phrases == ("blue block",)
+    assert h.loop.counters()["target_updates_failed"] == 0
+    assert [k for k, _ in h.problems] == ["target_unavailable"] * 3
+    h.detector.outages = 100
+    asked = []
+    assert not h.loop.set_targets(("green block",), retry_while=lambda: asked.append(1) or
+                                  len(asked) < 3, retry=0.01)
+    assert h.loop.targets.phrases == ("blue block",)
+    assert h.loop.counters()["target_updates_failed"] == 0, "given up, not refused"

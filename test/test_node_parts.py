@@ -233,3 +233,45 @@ def test_annotate_draws_found_and_missing_targets_on_a_copy():
     assert tuple(out[30, 10]) == FOUND, "left edge of the found target's box"
     assert tuple(out[30, 36]) == MISSING, "left edge of the missing target's box"
     assert tuple(out[30, 20]) == (128, 128, 128), "inside the box is untouched"
+
+
+# --- the node's counters, read by /diagnostics while the publisher thread counts ---------
+def test_node_counters_survive_new_reasons_counted_on_the_publisher_thread():
+    """The publisher thread adds ``no_3d_<reason>`` keys while the diagnostics timer
+    reads the counters: the read must never raise (it would end rclpy.spin)."""
+    import sys
+    from collections import Counter
+
+    from clip_perception.ros.node import PerceptionNode
+
+    def camera():
+        return types.SimpleNamespace(
+            input=types.SimpleNamespace(counts=Counter(frames_received=1)),
+            spatial=types.SimpleNamespace(counts=Counter(poses_published=0)))
+
+    cameras = {"a": camera(), "b": camera()}  # two: the second camera's counts are merged
+    spatial = cameras["b"].spatial
+    loop = types.SimpleNamespace(counters=dict, camera_figures=lambda: {
+        name: {"frames_processed": 1} for name in cameras})
+    node = types.SimpleNamespace(cameras=cameras, loop=loop, command_counts=Counter())
+    stop = threading.Event()
+
+    def publisher_thread():
+        i = 0
+        while not stop.is_set():
+            spatial.counts[f"no_3d_reason{i}"] += 1
+            i += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    writer = threading.Thread(target=publisher_thread, daemon=True)
+    writer.start()
+    try:
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            assert PerceptionNode.counters(node)["frames_received"] == 2
+            assert "a/frames_processed" in PerceptionNode.camera_figures(node)
+    finally:
+        stop.set()
+        writer.join()
+        sys.setswitchinterval(interval)

@@ -89,8 +89,9 @@ def test_the_node_follows_a_target_set_as_a_parameter(context, post_set):
     assert node.set_parameters([Parameter("target", value="find the red block")])[0].successful
     if not post_set:
         spin_once(node, context)
-    assert node.targets == ("red block",)
+    assert _until(lambda: node.targets == ("red block",)), "embedded off the executor"
     assert node.get_parameter("target").value == "find the red block"
+    node.stop()
     node.destroy_node()
 
 
@@ -170,3 +171,72 @@ def test_diagnostics_publish_the_health_through_either_path(context, with_update
         assert {kv.key: kv.value for kv in status.values} == {"worker": "dead",
                                                               "frames_received": "3"}
     node.destroy_node()
+
+
+def _until(predicate, timeout: float = 10.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_a_command_is_accepted_at_once_and_a_refused_embedding_keeps_the_old_target(context):
+    """Embedding runs off the executor: setting ``target`` returns before a slow text
+    encoder has finished; a target that cannot be embedded is refused afterwards, the
+    old one stays in force and ``target`` is set back to it."""
+    import time
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from clip_perception.ros.node import PerceptionNode
+
+    node = PerceptionNode(context=context, parameter_overrides=[
+        Parameter("model", value="faulty_encoder:factory"), Parameter("autostart", value=False)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        started = time.monotonic()
+        result = node.set_parameters([Parameter("target", value="find the sloth")])[0]
+        took = time.monotonic() - started
+        assert result.successful and took < 1.0, f"set_parameters took {took:.2f} s"
+        assert node.targets == (), "not live before it is embedded"
+        assert _until(lambda: node.targets == ("sloth",))
+        assert node.set_parameters([Parameter("target", value="find the poison")])[0].successful
+        assert _until(lambda: node.counters()["target_updates_failed"] == 1)
+        assert _until(lambda: node.get_parameter("target").value == "find the sloth")
+        assert node.targets == ("sloth",)
+        assert node.updates.wait_idle(5)
+        assert node.targets == ("sloth",) and node.counters()["target_updates"] == 1
+    finally:
+        node.stop()
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("model,says", [
+    ("faulty_encoder:bad_input_size", "ValueError"),
+    ("faulty_encoder:out_of_memory", "OutOfMemoryError: CUDA out of memory"),
+])
+def test_any_configure_error_is_logged_with_its_type_and_configure_fails(context, capfd,
+                                                                         model, says):
+    """rclpy swallows an exception raised in a transition callback: whatever goes wrong,
+    configure fails and the log says what."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from clip_perception.ros.node import PerceptionNode
+
+    node = PerceptionNode(context=context, parameter_overrides=[
+        Parameter("model", value=model), Parameter("autostart", value=False)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._state_machine.current_state[1] == "unconfigured"
+        err = capfd.readouterr().err
+        assert says in err and "configure failed" in err, err
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE  # and again
+    finally:
+        node.stop()
+        node.destroy_node()

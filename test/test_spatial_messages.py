@@ -146,3 +146,29 @@ def test_compressed_and_depth_messages_decode():
     data, step = encode_depth(np.full((4, 5), 1.25), "16UC1")
     depth = depth_from_image(Image(height=4, width=5, encoding="16UC1", step=step, data=data))
     assert depth.shape == (4, 5) and float(depth[0, 0]) == pytest.approx(1.25)
+
+
+def test_camera_info_of_a_rectified_image_uses_p_as_image_geometry_does():
+    """A rectified image (P differs from K) is projected with P's focal lengths and centre;
+    P all zero (an uncalibrated driver) or equal to K falls back to K."""
+    from sensor_msgs.msg import CameraInfo
+
+    k = [600.0, 0.0, 320.0, 0.0, 600.0, 240.0, 0.0, 0.0, 1.0]
+    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob", k=k)
+    info.d = [-0.3, 0.1, 0.0, 0.0, 0.0]
+    info.p = [580.0, 0.0, 318.0, 0.0, 0.0, 585.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    cam = camera_from_info(info)
+    assert (cam.fx, cam.fy, cam.cx, cam.cy) == (580.0, 585.0, 318.0, 236.0)
+    info.p = [600.0, 0.0, 320.0, 0.0, 0.0, 600.0, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert camera_from_info(info).fx == 600.0
+    info.p = [0.0] * 12
+    assert (camera_from_info(info).fx, camera_from_info(info).cx) == (600.0, 320.0)
+
+
+def test_mono16_depth_is_millimetres():
+    from sensor_msgs.msg import Image
+
+    mm = np.array([[0, 1500], [2500, 65535]], dtype="<u2")
+    msg = Image(height=2, width=2, encoding="mono16", is_bigendian=0, step=4, data=mm.tobytes())
+    metres = depth_from_image(msg)
+    assert metres[0, 1] == pytest.approx(1.5) and metres[1, 0] == pytest.approx(2.5)

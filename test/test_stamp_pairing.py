@@ -183,3 +183,37 @@ def test_real_message_filters_where_installed():
     feed(p, "d", "d0", 1000)
     feed(p, "c", "c0", 1020)
     assert got == [("c0", "d0")]
+
+
+@pytest.mark.parametrize("kind", ["core", "message_filters"])
+@pytest.mark.parametrize("stamp_ms", [0, 1000])
+def test_colour_frames_with_equal_stamps_are_each_handed_on_once(kind, stamp_ms):
+    """Drivers that stamp 0, or repeat a stamp: no colour frame is lost, none twice."""
+    p, got, clock = next(x.values for x in pairers() if x.id == kind)
+    feed(p, "c", "c0", stamp_ms)
+    feed(p, "c", "c1", stamp_ms)
+    feed(p, "c", "c2", stamp_ms)
+    feed(p, "d", "d0", stamp_ms)
+    clock.t = 1.0
+    p.poll()
+    assert sorted(name for name, _ in got) == ["c0", "c1", "c2"], got
+    assert [d for _, d in got].count("d0") == 1
+    assert p.pending() == 0
+    feed(p, "c", "c3", stamp_ms + 2000)   # the pairer goes on working
+    feed(p, "d", "d1", stamp_ms + 2000)
+    assert got[-1] == ("c3", "d1") and p.pending() == 0
+
+
+@pytest.mark.parametrize("p,got,clock", pairers())
+def test_equal_depth_stamps_lose_no_colour_frame(p, got, clock):
+    """message_filters' own queue keeps one depth frame per stamp; the core pairer keeps
+    both. Either way every colour frame comes out once."""
+    feed(p, "d", "d0", 1000)
+    feed(p, "d", "d1", 1000)
+    feed(p, "c", "c0", 1000)
+    feed(p, "c", "c1", 1000)
+    clock.t = 1.0
+    p.poll()
+    assert sorted(c for c, _ in got) == ["c0", "c1"], got
+    if isinstance(p, StampPairer) and not isinstance(p, MessageFiltersPairer):
+        assert sorted(d for _, d in got) == ["d0", "d1"], got

@@ -10,6 +10,8 @@ not its internals.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import time
 
 import numpy as np
@@ -155,3 +157,49 @@ def test_node_started_before_its_server_runs_reports_error_and_answers_once_it_i
 
         assert_answers_once_server_is_up(probe, node, server, frame, T0 + 1000, 30)
         assert "model ready" in node.log()
+
+
+def test_a_frozen_server_freezes_nothing_in_the_node(ros_domain, tmp_path):
+    """A server that stops answering with its connections open (SIGSTOP of its process
+    group, as in a network partition) for 20 s: /diagnostics keeps its period, a
+    command sent meanwhile is accepted at once, and within 15 s of the server's return
+    the node answers that command."""
+    server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color",
+                                 extra_args=("--backend", os.environ.get(
+                                     "CLIP_PERCEPTION_FREEZE_BACKEND", "pytriton"))).start()
+    with node_on(server, ros_domain, tmp_path, "?timeout=5", wait_for_server=True) as (node, probe):
+        assert probe.command("find the red block", expect_targets="red block")
+        red = make_scene(np.random.default_rng(3), target_colour="red", present=True).image
+        blue = make_scene(np.random.default_rng(3), target_colour="blue", present=True).image
+        assert send_until_answered(probe, red, T0, 30), node.log()
+        received = int(probe.counters()["commands_received"])
+
+        os.killpg(server.proc.pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        try:
+            stamp, sent = T0 + 100, None
+            while time.monotonic() - frozen < 20.0:
+                stamp += 1
+                probe.image(blue, stamp)
+                probe.spin(0.2)
+                if sent is None and time.monotonic() - frozen > 3.0:
+                    probe.command("find the blue block")
+                    sent = time.monotonic()
+        finally:
+            os.killpg(server.proc.pid, signal.SIGCONT)
+        resumed = time.monotonic()
+
+        during = [(t, m) for t, m in probe.received["/diagnostics"] if frozen <= t <= resumed]
+        gaps = np.diff([frozen, *(t for t, _ in during), resumed])
+        assert gaps.max() <= 3.0, f"/diagnostics stopped for {gaps.max():.1f} s in the freeze"
+        last = {kv.key: kv.value for kv in during[-1][1].status[0].values}
+        assert int(last["commands_received"]) == received + 1, last
+        assert last["commands_rejected"] == "0", last
+
+        left = lambda: 15.0 - (time.monotonic() - resumed)  # noqa: E731
+        assert probe.spin_until(lambda: probe.targets() == "blue block", left()), \
+            f"the command sent during the freeze never went live:\n{node.log()[-3000:]}"
+        answered = send_until_answered(probe, blue, T0 + 5000, max(left(), 0.1))
+        assert answered is not None and answered - resumed <= 15.0, node.log()[-3000:]
+        assert probe.latest("detected").data is True
+        assert node.alive()

@@ -35,19 +35,20 @@ class MessageFiltersPairer(StampPairer):
         self._sync = mf.ApproximateTimeSynchronizer(list(self._inputs), queue_size,
                                                     tolerance_ns / 1e9)
         self._sync.registerCallback(self._synced)
-        self._stamps: dict[int, int] = {}
+        self._keys: dict[int, int] = {}  # id(colour msg) -> its arrival key while it waits
 
     def _synced(self, colour, depth) -> None:
         with self._lock:
-            stamp = self._stamps.pop(id(colour), None)
-            if stamp is None or self._colour.pop(stamp, None) is None:
+            key = self._keys.pop(id(colour), None)
+            if key is None or self._colour.pop(key, None) is None:
                 return  # already handed on without depth
         self._emit([(colour, depth)])
 
     def add_colour(self, stamp_ns: int, msg) -> None:
         with self._lock:
-            self._colour[stamp_ns] = (msg, self.clock())
-            self._stamps[id(msg)] = stamp_ns
+            key = next(self._seq)
+            self._colour[key] = (stamp_ns, msg, self.clock())
+            self._keys[id(msg)] = key
             out = self._evict(self._colour) + self._stale()
         self._emit(out)
         self._inputs[0].signalMessage(msg)
@@ -55,14 +56,12 @@ class MessageFiltersPairer(StampPairer):
     def add_depth(self, stamp_ns: int, msg) -> None:
         self._inputs[1].signalMessage(msg)
         with self._lock:
-            out = [(self._colour.pop(s)[0], None)
-                   for s in [s for s in self._colour if s + self.tolerance_ns < stamp_ns]]
-            out += self._stale()
+            out = self._expired(stamp_ns) + self._stale()
         self._emit(out)
 
     def _emit(self, pairs) -> None:
         for colour, _ in pairs:
-            self._stamps.pop(id(colour), None)
+            self._keys.pop(id(colour), None)
         super()._emit(pairs)
 
 

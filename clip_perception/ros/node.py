@@ -18,11 +18,20 @@ The default ``[""]`` is one unnamed camera on today's topics.
 By default the node configures and activates itself (``autostart``). A
 command sets the ``target`` parameter, so ``ros2 param get`` shows what the
 node looks for; parameter side effects run after the values are set.
+
+A new target's text is embedded off the executor
+(:class:`~clip_perception.core.runtime.target_updates.BackgroundUpdates`): a
+command is accepted at once, the ``targets`` topic says when the new target is
+live, and one that cannot be embedded is refused afterwards (logged, counted,
+the old target stays and ``target`` is set back to it). Detector settings
+change on the same thread, after the targets before them.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -43,6 +52,7 @@ from ..core.runtime.health import Health
 from ..core.runtime.inference_loop import InferenceLoop, Result
 from ..core.runtime.log_throttle import ProblemLog
 from ..core.runtime.memory import configure_allocator, malloc_trim, release_memory
+from ..core.runtime.target_updates import BackgroundUpdates
 from . import param_hooks
 from .diagnostics import Diagnostics
 from .inputs import CameraInput, image_qos
@@ -108,7 +118,9 @@ class PerceptionNode(LifecycleNode):
             want_heatmap=lambda: any(  # use_depth: heatmaps weight the 3D positions
                 c.outputs is not None and (c.outputs.want_heatmap() or self._values["use_depth"])
                 for c in self.cameras.values()),
-            health=Health(window=HEALTH_WINDOW_PERIODS * period), cameras=names)
+            health=Health(window=HEALTH_WINDOW_PERIODS * period,
+                          no_frames_after=self._values["no_frames_timeout"] or None),
+            cameras=names)
         v = self._values
         self.cameras: dict[str, Camera] = {}
         for name in names:
@@ -128,9 +140,14 @@ class PerceptionNode(LifecycleNode):
         self.diagnostics: Diagnostics | None = None
         self._command_sub = None
         self._command_source: tuple[str, str] | None = None
+        self.updates = BackgroundUpdates(
+            report=lambda kind, message: self.problems.report(f"update/{kind}", message))
+        self._reverting = threading.local()  # set while the update thread resets `target`
+        self._live_text = ""  # the `target` text of the targets in force
         if self._values["target"]:
             try:
-                self._switch_targets(parse_command(self._values["target"]).targets, "parameter")
+                self._switch_targets(parse_command(self._values["target"]).targets, "parameter",
+                                     self._values["target"])
             except CommandError as exc:
                 log.error(f"parameter target {self._values['target']!r} ignored: {exc}")
 
@@ -166,6 +183,20 @@ class PerceptionNode(LifecycleNode):
 
     # --- lifecycle ------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model and make the outputs; any error is logged and fails the
+        transition (rclpy would swallow an exception raised here without a word)."""
+        try:
+            return self._configure()
+        except Exception as exc:
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            try:
+                self._release()
+            except Exception as cleanup:  # what was made before the error is released
+                self.get_logger().error(f"releasing after the failed configure failed: "
+                                        f"{type(cleanup).__name__}: {cleanup}")
+            return TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> TransitionCallbackReturn:
         log = self.get_logger()
         v = self._values
         if self._camera_error is not None:
@@ -255,6 +286,7 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.updates.close()
         self.loop.stop()
         self._release()
         return TransitionCallbackReturn.SUCCESS
@@ -295,13 +327,10 @@ class PerceptionNode(LifecycleNode):
         values = {**self._values, **{p.name: p.value for p in params}}
         changed = {p.name for p in params}
         if "target" in changed and values["target"]:
-            try:
-                targets = parse_command(values["target"], values["max_command_length"]).targets
+            try:  # embedding happens later, off the executor (_switch_targets)
+                parse_command(values["target"], values["max_command_length"])
             except CommandError as exc:
                 return SetParametersResult(successful=False, reason=f"target: {exc}")
-            error = self.loop.prepare_targets(targets)  # embeds into the cache only
-            if error is not None:
-                return SetParametersResult(successful=False, reason=f"target: {error}")
         if "depth_range" in changed:
             try:
                 depth_range(values)
@@ -320,23 +349,49 @@ class PerceptionNode(LifecycleNode):
         changed = {p.name for p in params}
         if changed & set(DETECTOR_FIELDS):
             config = detector_config(self._values)
-            self.loop.configure(lambda detector: detector.configure(config))
+            self.updates.submit("settings", partial(
+                self.loop.configure, lambda detector: detector.configure(config)))
         if "target" in changed:
             text = self._values["target"]
             source, self._command_source = self._command_source, None
+            if getattr(self._reverting, "active", False):
+                return  # the update thread puts back the target in force: nothing to do
             label = source[1] if source and source[0] == text else "parameter target"
             targets = parse_command(text, self._values["max_command_length"]).targets \
                 if text else ()
-            self._switch_targets(targets, label)
+            self.updates.submit("target", partial(self._switch_targets, targets, label, text))
 
-    def _switch_targets(self, targets: tuple[str, ...], source: str) -> None:
-        if not self.loop.set_targets(targets):
-            return  # reported by the loop; the old targets stay
+    def _keep_trying(self) -> bool:
+        """Retry a target whose encoder is unavailable until a newer one waits or the
+        node shuts down."""
+        return not self.updates.waiting("target") and not self.updates.closed
+
+    def _switch_targets(self, targets: tuple[str, ...], source: str, text: str) -> None:
+        """Embed and switch to ``targets`` (the update thread; at start-up, the caller's).
+
+        A refusal is reported and counted by the loop; ``target`` goes back to the
+        text of the targets in force unless a newer one is already waiting. While
+        the encoder is unavailable (a remote one down or frozen) it is retried."""
+        if not self.loop.set_targets(targets, retry_while=self._keep_trying):
+            if (not self.updates.waiting("target") and not self.updates.closed
+                    and text != self._live_text):
+                self._reverting.active = True
+                try:
+                    self.set_parameters([Parameter("target", Parameter.Type.STRING,
+                                                   self._live_text)])
+                finally:
+                    self._reverting.active = False
+            return
+        self._live_text = text
         log = self.get_logger()
         log.info(f"looking for {', '.join(targets)} (from {source})" if targets
                  else f"search stopped (from {source})")
-        if self.outputs is not None and self.loop.running:
-            self.outputs.publish_targets(targets)
+        outputs = self.outputs
+        if outputs is not None and self.loop.running:
+            try:
+                outputs.publish_targets(targets)
+            except Exception as exc:  # cleaned up meanwhile: the next activate announces
+                self.problems.report("targets", f"could not announce the targets: {exc!r}")
 
     # --- results (the loop's publisher thread) --------------------------------
     def _publish_result(self, result: Result) -> None:
@@ -358,14 +413,18 @@ class PerceptionNode(LifecycleNode):
 
     # --- diagnostics ------------------------------------------------------------
     def counters(self) -> dict[str, int]:
-        """Every input the node saw, and what became of it."""
+        """Every input the node saw, and what became of it.
+
+        The publisher thread adds keys (``no_3d_<reason>``) while the diagnostics
+        timer reads: each Counter is copied in one step (``dict(...)``, atomic under
+        the GIL) before it is iterated."""
         inputs: Counter[str] = Counter()
         spatial: Counter[str] = Counter()
         for camera in self.cameras.values():
-            inputs.update(camera.input.counts)
+            inputs.update(dict(camera.input.counts))
             if camera.spatial is not None:
-                spatial.update(camera.spatial.counts)
-        return {**self.loop.counters(), **inputs, **spatial, **self.command_counts}
+                spatial.update(dict(camera.spatial.counts))
+        return {**self.loop.counters(), **inputs, **spatial, **dict(self.command_counts)}
 
     def camera_figures(self) -> dict[str, object]:
         """Per named camera, ``c/<figure>`` (counters, ``rate_hz``); none for the unnamed one."""
@@ -374,9 +433,9 @@ class PerceptionNode(LifecycleNode):
         figures: dict[str, object] = {}
         for name, row in self.loop.camera_figures().items():
             camera = self.cameras[name]
-            row = {**row, **camera.input.counts}
+            row = {**row, **dict(camera.input.counts)}
             if camera.spatial is not None:
-                row.update(camera.spatial.counts)
+                row.update(dict(camera.spatial.counts))
             figures.update({f"{name}/{key}": value for key, value in row.items()})
         return figures
 
@@ -393,17 +452,49 @@ class PerceptionNode(LifecycleNode):
         return report, figures, device
 
     def stop(self) -> None:
-        """Stop the loop's threads (used on shutdown)."""
+        """Stop the update and loop threads (used on shutdown)."""
+        self.updates.close()
         self.loop.stop()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignore_stop_signals() -> None:
+    """From here on a stop signal changes nothing: shutdown is already under way.
+
+    ``ros2 launch`` sends SIGINT on Ctrl-C, after the terminal's own, and SIGTERM
+    later; one landing in the clean-up would otherwise raise KeyboardInterrupt
+    there (skipping the rest of it) or end the process mid-way. SIG_IGN also
+    holds through interpreter finalization, which would restore the default
+    action (killed by the signal: exit -2) for any other handler. Called again
+    after rclpy's shutdown, which puts back the handlers it found."""
+    for sig in STOP_SIGNALS:
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread (main() called from a test's thread)
+            return
+
+
+def _shut_down(node: PerceptionNode | None) -> None:
+    """Stop the threads, destroy the node, shut rclpy down; every step runs."""
+    steps = [] if node is None else [node.stop, node.destroy_node]
+    for step in [*steps, rclpy.try_shutdown]:
+        try:
+            step()
+        except Exception as exc:  # one failing step must not skip the others
+            print(f"clip_perception: {getattr(step, '__name__', step)} failed on shutdown: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+
+
 def main(args: list[str] | None = None) -> int:
-    """Run the node; exits 1 if the model cannot be loaded."""
+    """Run the node; exits 1 if the model cannot be loaded, 0 on a stop signal."""
     configure_allocator()  # before rclpy and torch start their threads
-    rclpy.init(args=args)
-    node = PerceptionNode()
+    node = None
     code = 0
     try:
+        rclpy.init(args=args)
+        node = PerceptionNode()
         if node.autostart:
             for transition in (node.trigger_configure, node.trigger_activate):
                 if transition() != TransitionCallbackReturn.SUCCESS:
@@ -415,9 +506,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        _ignore_stop_signals()
+        _shut_down(node)
+        _ignore_stop_signals()
     return code
 
 

@@ -89,6 +89,9 @@ PARAMS: tuple[Param, ...] = (
     Param("depth_range", [0.1, 10.0], "[min, max] metres; depth outside it is invalid"),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=True,
           bounds=(0.1, 60.0)),
+    Param("no_frames_timeout", 5.0, "seconds without a colour frame, while active, after "
+          "which /diagnostics says WARN 'no frames for N s' (0: never)", read_only=True,
+          bounds=(0.0, 3600.0)),
     Param("autostart", True, "configure and activate at start; false waits for a "
           "lifecycle manager", read_only=True),
 )

@@ -45,14 +45,16 @@ def frame_from_compressed(msg: CompressedImage) -> Frame:
 
 
 def depth_from_image(msg: Image) -> np.ndarray:
-    """Metres from a 16UC1 or 32FC1 Image (raises DepthFormatError)."""
+    """Metres from a 16UC1 or mono16 (both millimetres) or 32FC1 Image (raises
+    DepthFormatError)."""
     return decode_depth(msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data),
                         msg.is_bigendian)
 
 
 def camera_from_info(msg: CameraInfo) -> PinholeCamera:
-    """The colour camera's intrinsics (raises CameraModelError, e.g. a zero focal length)."""
-    return PinholeCamera.from_k(msg.k, msg.width, msg.height)
+    """The colour camera's intrinsics, from ``p`` for a rectified image and ``k`` otherwise
+    (:meth:`PinholeCamera.from_info`; raises CameraModelError, e.g. a zero focal length)."""
+    return PinholeCamera.from_info(msg.k, msg.p, msg.width, msg.height)
 
 
 # --- outputs --------------------------------------------------------------------------

@@ -95,14 +95,20 @@ class Detector:
         them current, so a later :meth:`set_targets` or :meth:`detect` cannot fail on them."""
         targets = tuple(targets)
         with self._lock:
-            if targets:
-                self.text.phrases(targets)
+            text = self.text
+        if targets:
+            text.phrases(targets)  # outside the lock: detect() goes on meanwhile
 
     def set_targets(self, targets: Sequence[str]) -> None:
-        """Set the phrases to find and embed any new ones now (one text pass)."""
+        """Set the phrases to find and embed any new ones now (one text pass, outside
+        the lock: frames in flight go on with the old targets meanwhile)."""
         targets = tuple(targets)
         with self._lock:
-            if targets:
+            text = self.text
+        if targets:
+            text.phrases(targets)
+        with self._lock:
+            if self.text is not text and targets:  # settings changed the prompts meanwhile
                 self.text.phrases(targets)
             self._targets = targets
 

@@ -21,8 +21,8 @@ class TextBank:
 
     A new target costs one text pass for its prompts; background and neutral
     embeddings are computed on first use and kept. Thread-safe: the worker
-    reads while the executor thread embeds new targets (which may clear the
-    cache when it is full).
+    reads while another thread embeds new targets (which may clear the cache
+    when it is full); the encoder runs outside the lock.
     """
 
     def __init__(self, encoder: Encoder, templates: Sequence[str], backgrounds: Sequence[str],
@@ -45,19 +45,27 @@ class TextBank:
         return F.normalize(emb.mean(dim=1), dim=-1)
 
     def phrases(self, phrases: Sequence[str]) -> torch.Tensor:
-        """Embeddings of ``phrases``, encoding only those not cached yet."""
-        with self._lock:
-            return self._phrases(phrases)
+        """Embeddings of ``phrases``, encoding only those not cached yet.
 
-    def _phrases(self, phrases: Sequence[str]) -> torch.Tensor:
-        missing = [p for p in dict.fromkeys(phrases) if p not in self._cache]
-        if missing:
-            if len(self._cache) + len(missing) > self.max_entries:
+        The encoder runs outside the lock: a slow (remote) text pass for new
+        phrases does not hold up readers of cached ones (the worker's frames)."""
+        phrases = list(phrases)
+        with self._lock:
+            missing = [p for p in dict.fromkeys(phrases) if p not in self._cache]
+            if not missing:
+                return torch.stack([self._cache[p] for p in phrases])
+        embedded = dict(zip(missing, self._embed(missing)))
+        with self._lock:
+            if len(self._cache) + len(embedded) > self.max_entries:
                 self._cache.clear()
-                missing = list(dict.fromkeys(phrases))  # cached ones asked for are gone too
-            for phrase, emb in zip(missing, self._embed(missing)):
-                self._cache[phrase] = emb
-        return torch.stack([self._cache[p] for p in phrases])
+            self._cache.update(embedded)
+            out = [self._cache.get(p) for p in phrases]
+        if any(e is None for e in out):  # the cache was cleared meanwhile: embed the rest
+            rest = [p for p in dict.fromkeys(phrases) if p not in embedded and
+                    self._cache.get(p) is None]
+            embedded.update(zip(rest, self._embed(rest)))
+            out = [embedded.get(p) if e is None else e for p, e in zip(phrases, out)]
+        return torch.stack(out)
 
     def context(self) -> torch.Tensor:
         """Background prompts then the neutral prompt, ``[B + 1, D]``."""
@@ -68,8 +76,7 @@ class TextBank:
 
     def classes(self, targets: Sequence[str]) -> torch.Tensor:
         """All classes of the softmax: targets, backgrounds, neutral."""
-        with self._lock:
-            return torch.cat([self.phrases(targets), self.context()], dim=0)
+        return torch.cat([self.phrases(targets), self.context()], dim=0)
 
 
 def target_scores(image_embeddings: torch.Tensor, classes: torch.Tensor, n_targets: int,

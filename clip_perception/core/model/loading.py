@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from ..encoder import Encoder, ModelLoadError
+from ..encoder import Encoder, ModelLoadError, ModelUnreachableError
 from .clip_encoder import load_clip, resolve_device, resolve_precision
 
 
@@ -27,6 +27,8 @@ def load_factory(spec: str, device: torch.device) -> Encoder:
         ) from exc
     try:
         encoder = factory(device=device)
+    except ModelUnreachableError:  # e.g. its server is not up yet: the node retries
+        raise
     except Exception as exc:
         raise ModelLoadError(f"encoder factory '{spec}' failed: {exc}") from exc
     if not isinstance(encoder, Encoder):  # the Protocol's members, by name

@@ -5,8 +5,9 @@ errors) and judges the last ``window`` seconds only, so one bad frame is a
 WARN for one window, not forever:
 
 * ERROR: the worker thread died, or one job has run longer than ``stall_after`` s;
-* WARN: errors in the window, the last target update failed, or frames arrive
-  and a target is set but no result came for ``window`` s;
+* WARN: no frame for ``no_frames_after`` s while running (a camera stopped),
+  errors in the window, the last target update failed, or frames arrive and a
+  target is set but no result came for ``window`` s;
 * OK otherwise.
 
 Levels are diagnostic_msgs/DiagnosticStatus's (OK 0, WARN 1, ERROR 2).
@@ -57,10 +58,12 @@ class Health:
     """Windowed rates, staleness and errors of the loop; thread-safe."""
 
     def __init__(self, window: float = 10.0, stall_after: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 no_frames_after: float | None = None):
         if window <= 0 or stall_after <= 0:
             raise ValueError("window and stall_after must be positive")
         self.window = window
+        self.no_frames_after = no_frames_after  # None or 0: never warn about missing frames
         self.stall_after = stall_after
         self._clock = clock
         self._lock = threading.Lock()
@@ -109,6 +112,7 @@ class Health:
             kinds = sorted({k for _, k in self._error_kinds})
             span = min(self.window, now - self._started) if self._started is not None else 0.0
             last_result = self._results.last
+            last_input = self._inputs.last
             started = self._started
         span = max(span, 1e-9)
         age = None if last_result is None else now - last_result
@@ -135,6 +139,9 @@ class Health:
         if OUTAGE_KINDS.intersection(kinds):
             return HealthReport(ERROR, f"encoder unavailable: {errors} errors in the last "
                                        f"{self.window:g} s ({', '.join(kinds)})", values)
+        quiet = (now - max(started, last_input or started)) if started is not None else 0.0
+        if running and self.no_frames_after and quiet > self.no_frames_after:
+            return HealthReport(WARN, f"no frames for {quiet:.0f} s", values)
         if self.target_error:
             return HealthReport(WARN, f"target update failed, old target kept: "
                                       f"{self.target_error}", values)

@@ -279,6 +279,7 @@ class InferenceLoop:
     def _load_locked(self, detector) -> bool:
         with self._lock:
             self._detector = detector
+        self.health.model_error = None  # whatever an earlier attempt said, a model is here
         phrases = self._targets.phrases
         try:
             detector.set_targets(phrases)
@@ -301,26 +302,32 @@ class InferenceLoop:
         self._cancel_loader()
         cancel = threading.Event()
 
+        def failed(message: str, error: str) -> bool:
+            """Report a failed attempt unless cancelled meanwhile; True if reported."""
+            with self._update_lock:  # _cancel_loader sets cancel under this lock
+                if cancel.is_set():
+                    return False  # cleaned up while make() ran: nothing of ours is current
+                self.health.model_error = error
+            self._problem("model", message)
+            return True
+
         def attempts() -> None:
             while not cancel.is_set():
                 try:
                     detector = make()
                 except ModelUnreachableError as exc:
-                    self.health.model_error = str(exc)
-                    self._problem("model", f"model not loaded yet (retrying every "
-                                           f"{retry:g} s): {exc}")
+                    if not failed(f"model not loaded yet (retrying every {retry:g} s): {exc}",
+                                  str(exc)):
+                        return
                     cancel.wait(retry)
                     continue
                 except Exception as exc:  # a broken model: say so, stop trying
-                    self.health.model_error = f"{exc}"
-                    self._problem("model", f"the model could not be loaded; not retrying: "
-                                           f"{exc}")
+                    failed(f"the model could not be loaded; not retrying: {exc}", f"{exc}")
                     return
                 with self._update_lock:  # release() cancels under this lock: no stale load
                     if cancel.is_set():
                         return
                     self._load_locked(detector)
-                    self.health.model_error = None
                 if on_ready is not None:
                     try:
                         on_ready(detector)
@@ -344,7 +351,7 @@ class InferenceLoop:
         if loader is not None:
             with self._update_lock:
                 loader[1].set()
-            self.health.model_error = None
+                self.health.model_error = None
 
     def release(self, after: Callable[[], None] | None = None) -> bool:
         """Drop the detector (and stop a :meth:`load_when_ready` still trying). ``after``
@@ -391,23 +398,44 @@ class InferenceLoop:
                 return self._target_failed(phrases, exc)
         return None
 
-    def set_targets(self, phrases: Sequence[str]) -> bool:
+    def set_targets(self, phrases: Sequence[str], *,
+                    retry_while: Callable[[], bool] | None = None, retry: float = 1.0) -> bool:
         """Switch to ``phrases`` (a new version). Returns False if they cannot be
-        embedded: reported, counted, and the old targets stay in force."""
+        embedded: reported, counted, and the old targets stay in force.
+
+        An encoder that is unavailable (its server down or frozen) is not the
+        target's fault: with ``retry_while``, the embedding is tried again every
+        ``retry`` s while ``retry_while()`` is true (each failure reported, the
+        old targets in force meanwhile); False, not counted as refused, once it
+        says stop."""
         phrases = tuple(phrases)
-        with self._update_lock:
-            detector = self._detector
-            if detector is not None:
+        while True:
+            with self._update_lock:
+                detector = self._detector
                 try:
-                    detector.set_targets(phrases)
+                    if detector is not None:
+                        detector.set_targets(phrases)
+                except EncoderUnavailableError as exc:
+                    if retry_while is None:
+                        self._target_failed(phrases, exc)
+                        return False
+                    if not retry_while():
+                        return False  # given up (superseded, shutting down): not refused
+                    self._problem("target_unavailable",
+                                  f"cannot embed targets {', '.join(phrases)} yet, the encoder "
+                                  f"is unavailable (retrying every {retry:g} s): {exc}")
                 except Exception as exc:
                     self._target_failed(phrases, exc)
                     return False
-            with self._lock:
-                self._targets = Targets(self._targets.version + 1, phrases)
-                self._counts["target_updates"] += 1
-            self.health.target_error = None
-        return True
+                else:
+                    with self._lock:
+                        self._targets = Targets(self._targets.version + 1, phrases)
+                        self._counts["target_updates"] += 1
+                    self.health.target_error = None
+                    return True
+            time.sleep(retry)
+            if not retry_while():
+                return False
 
     def _target_failed(self, phrases: tuple[str, ...], exc: Exception) -> str:
         self._count("target_updates_failed")
@@ -603,6 +631,8 @@ class InferenceLoop:
 
     def _check_budget(self, detector, job: Job, detection) -> None:
         config = detector.config
+        if getattr(detection, "dense_passes", 0):
+            return  # hybrid: no coarse grid to refine, the budget advice is crop mode's
         if config.refine and config.refine_stages and not detection.refined:
             self._report(
                 "budget", f"refine is on but the {len(detection.windows)} coarse windows of a "

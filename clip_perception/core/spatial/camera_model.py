@@ -6,6 +6,14 @@ axis, is the point ((u - cx) z / fx, (v - cy) z / fy, z) in the camera's
 optical frame (REP 103: x right, y down, z forward). As in OpenCV and
 CameraInfo, pixel (i, j)'s centre is at u = i, v = j; a box's x0..x1
 (exclusive) therefore spans pixel centres x0 .. x1 - 1.
+
+Which matrix: as image_geometry's PinholeCameraModel, a rectified image
+(``P``'s left 3x3 differs from ``K``) is projected with ``P``; otherwise
+``K``. Distortion (``d``) is not undone: on an unrectified image of a
+distorting lens, positions away from the image centre are off by the
+distortion there (subscribe the driver's ``image_rect`` to avoid it).
+``P``'s ``Tx``/``Ty`` (a stereo pair's second camera) are ignored: points are
+in this camera's own optical frame.
 """
 
 from __future__ import annotations
@@ -48,6 +56,18 @@ class PinholeCamera:
         if len(k) != 9:
             raise CameraModelError(f"k has {len(k)} values, not 9")
         return cls(k[0], k[4], k[2], k[5], int(width), int(height))
+
+    @classmethod
+    def from_info(cls, k: Sequence[float], p: Sequence[float], width: int,
+                  height: int) -> PinholeCamera:
+        """From CameraInfo's ``k`` and ``p`` (3x4): ``p`` where it describes a rectified
+        image (set, and its left 3x3 is not ``k``), else ``k``."""
+        p = [float(v) for v in p]
+        if len(p) == 12 and p[0] != 0.0 and p[5] != 0.0:
+            rect = (p[0], p[1], p[2], p[4], p[5], p[6], p[8], p[9], p[10])
+            if list(rect) != [float(v) for v in k]:
+                return cls.from_k(rect, width, height)
+        return cls.from_k(k, width, height)
 
     def scaled(self, width: int, height: int) -> PinholeCamera:
         """The same camera at another resolution (same field of view)."""

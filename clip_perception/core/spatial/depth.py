@@ -2,7 +2,8 @@
 
 No ROS import. Two encodings, REP 118's:
 
-* ``16UC1``: unsigned millimetres; 0 means "no reading";
+* ``16UC1``: unsigned millimetres; 0 means "no reading" (``mono16``, which some
+  drivers use for the same data, is read as millimetres too);
 * ``32FC1``: float metres; 0, NaN and +-inf mean "no reading".
 
 :func:`decode_depth` returns a float32 ``(H, W)`` array in metres in which a

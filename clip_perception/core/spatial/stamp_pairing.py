@@ -12,10 +12,15 @@ can no longer be paired is handed on with ``depth=None`` (then no 3D result
 is made for it and the reason is counted). That happens when a depth frame
 newer than its stamp + tolerance arrives, when it has waited ``max_wait``
 seconds (wall clock) for depth, or when its queue overflows.
+
+Waiting frames are kept in arrival order, not keyed by stamp: drivers and
+simulators that stamp 0 or repeat a stamp exist, and each of their frames is
+paired or handed on once. Among equally near depth frames the earliest wins.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -41,26 +46,33 @@ class StampPairer:
         self.max_wait = max_wait
         self.clock = clock
         self._lock = threading.Lock()
-        self._colour: OrderedDict[int, tuple[object, float]] = OrderedDict()
-        self._depth: OrderedDict[int, object] = OrderedDict()
+        self._seq = itertools.count()  # arrival order: the key of every waiting message
+        self._colour: OrderedDict[int, tuple[int, object, float]] = OrderedDict()  # stamp, msg, t
+        self._depth: OrderedDict[int, tuple[int, object]] = OrderedDict()  # stamp, msg
         self.paired = 0
         self.unpaired = 0
 
     def _nearest(self, queue, stamp: int) -> int | None:
-        best = None
-        for s in queue:
-            delta = abs(s - stamp)
-            if delta <= self.tolerance_ns and (best is None or delta < abs(best - stamp)):
-                best = s
+        """The arrival key of the waiting message nearest ``stamp`` within the tolerance."""
+        best, best_delta = None, None
+        for key, entry in queue.items():
+            delta = abs(entry[0] - stamp)
+            if delta <= self.tolerance_ns and (best_delta is None or delta < best_delta):
+                best, best_delta = key, delta
         return best
+
+    def _expired(self, stamp_ns: int) -> list:
+        """Colour frames older than a depth stamp - tolerance: they can no longer pair."""
+        old = [k for k, (s, _, _) in self._colour.items() if s + self.tolerance_ns < stamp_ns]
+        return [(self._colour.pop(k)[1], None) for k in old]
 
     def add_colour(self, stamp_ns: int, msg) -> None:
         with self._lock:
             match = self._nearest(self._depth, stamp_ns)
             if match is not None:
-                out = [(msg, self._depth.pop(match))]
+                out = [(msg, self._depth.pop(match)[1])]
             else:
-                self._colour[stamp_ns] = (msg, self.clock())
+                self._colour[next(self._seq)] = (stamp_ns, msg, self.clock())
                 out = self._evict(self._colour)
             out += self._stale()
         self._emit(out)
@@ -70,14 +82,12 @@ class StampPairer:
             match = self._nearest(self._colour, stamp_ns)
             out = []
             if match is not None:
-                out.append((self._colour.pop(match)[0], msg))
+                out.append((self._colour.pop(match)[1], msg))
             else:
-                self._depth[stamp_ns] = msg
+                self._depth[next(self._seq)] = (stamp_ns, msg)
                 while len(self._depth) > self.queue_size:
                     self._depth.popitem(last=False)
-            # Colour frames older than this depth's stamp - tolerance can no longer pair.
-            for s in [s for s in self._colour if s + self.tolerance_ns < stamp_ns]:
-                out.append((self._colour.pop(s)[0], None))
+            out += self._expired(stamp_ns)
             out += self._stale()
         self._emit(out)
 
@@ -93,13 +103,13 @@ class StampPairer:
     def _evict(self, queue) -> list:
         out = []
         while len(queue) > self.queue_size:
-            out.append((queue.popitem(last=False)[1][0], None))
+            out.append((queue.popitem(last=False)[1][1], None))
         return out
 
     def _stale(self) -> list:
         now = self.clock()
-        old = [s for s, (_, t) in self._colour.items() if now - t > self.max_wait]
-        return [(self._colour.pop(s)[0], None) for s in old]
+        old = [k for k, (_, _, t) in self._colour.items() if now - t > self.max_wait]
+        return [(self._colour.pop(k)[1], None) for k in old]
 
     def _emit(self, pairs) -> None:
         for colour, depth in pairs:
