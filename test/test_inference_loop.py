@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from clip_perception.core.encoder import EncoderUnavailableError
+from clip_perception.core.encoder import EncoderRequestError, EncoderUnavailableError
 from clip_perception.core.runtime.health import ERROR, OK, WARN, Health
 from clip_perception.core.runtime.inference_loop import InferenceLoop
 
@@ -40,8 +40,8 @@ class FakeDetector:
     """detect() returns every target present; frames named in ``fail`` raise; a closed
     ``gate`` holds detect() until opened; phrases in ``bad_phrases`` cannot be embedded."""
 
-    def __init__(self, bad_phrases=(), fail=(), kill=(), down=()):
-        self.down = set(down)
+    def __init__(self, bad_phrases=(), fail=(), kill=(), down=(), refused=()):
+        self.down, self.refused = set(down), set(refused)
         self.config = SimpleNamespace(refine=False, refine_stages=0, crop_budget=10)
         self.bad_phrases = set(bad_phrases)
         self.fail, self.kill = set(fail), set(kill)
@@ -70,6 +70,8 @@ class FakeDetector:
             raise Boom(f"bad frame {frame}")
         if frame in self.down:
             raise EncoderUnavailableError("server 127.0.0.1:1 is down")
+        if frame in self.refused:
+            raise EncoderRequestError("server 127.0.0.1:1 failed: ValueError: bad shape")
         present = not str(frame).startswith("absent")
         return SimpleNamespace(
             frame=frame, windows=[], refined=True, present=present,
@@ -449,6 +451,26 @@ def test_an_unavailable_encoder_is_an_error_and_the_loop_recovers_by_itself():
         now[0] = 2.0
         h.run("good")
         assert h.loop.health_report().level == OK
+    finally:
+        h.loop.stop(1.0)
+
+
+def test_a_request_error_is_a_failed_frame_not_an_outage():
+    """The encoder's server failed one frame (the model raised): counted apart from
+    outages, reported with the server's message, WARN (not ERROR), next frame answered."""
+    h = Harness(FakeDetector(refused={"refused"}))
+    h.loop.set_targets(("red block",))
+    h.loop.start()
+    try:
+        h.loop.submit(None, "refused")
+        assert until(lambda: h.loop.counters()["remote_request_errors"] == 1)
+        assert h.loop.counters()["frames_failed"] == 1
+        report = h.loop.health_report()
+        assert report.level == WARN and "encoder_request" in report.message
+        assert [m for k, m in h.problems if k == "encoder_request"] == [
+            "the encoder's server failed a frame, skipped: server 127.0.0.1:1 failed: "
+            "ValueError: bad shape"]
+        h.run("good")
     finally:
         h.loop.stop(1.0)
 

@@ -7,13 +7,19 @@ a server restart between a detector's passes and eviction under many clients."""
 from __future__ import annotations
 
 import threading
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import user_plugin
 
 from clip_perception.core.detect.detector import Detector
-from clip_perception.core.encoder import ModelLoadError
+from clip_perception.core.encoder import (
+    EncoderRequestError,
+    EncoderUnavailableError,
+    ModelLoadError,
+)
 from clip_perception.core.io.image_formats import Frame
 from clip_perception.core.remote import triton_protocol as protocol
 from clip_perception.core.remote.triton_encoder import TritonEncoder, parse_triton_url
@@ -21,6 +27,7 @@ from clip_perception.serving.frame_cache import FrameCache
 from clip_perception.serving.window_model import (
     TextEmbedder,
     WindowEmbedder,
+    each_request,
     image_responses,
     text_responses,
 )
@@ -273,3 +280,76 @@ def test_a_bgr_frame_is_converted_and_sent_once_per_detect(monkeypatch):
         assert same(local.detect(bgr.pixels, [scene.target]), there.detect(as_rgb,
                                                                           [scene.target]))
     assert server.cache.received == 4
+
+
+# --- request errors are not outages ------------------------------------------------------
+class ServerError(Exception):
+    """tritonclient's InferenceServerException as its gRPC client raises it."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self._message, self._status = message, status
+
+    def message(self):
+        return self._message
+
+    def status(self):
+        return self._status
+
+
+@pytest.mark.parametrize("status, outage", [
+    ("StatusCode.INTERNAL", False), ("StatusCode.INVALID_ARGUMENT", False),
+    ("StatusCode.RESOURCE_EXHAUSTED", False),
+    ("StatusCode.UNAVAILABLE", True), ("StatusCode.DEADLINE_EXCEEDED", True), (None, True)])
+def test_a_failed_request_keeps_the_connection_and_an_outage_drops_it(status, outage):
+    """The server's error for one request (the model raised, out of memory, a shape it
+    refused) is an EncoderRequestError with the server's message, and the connection
+    stays; unreachable or too slow is an EncoderUnavailableError and drops it."""
+    server = LocalServer(color_encoder.factory("cpu"))
+    module = server.grpc_module()
+    opened = []
+    client_class = module.InferenceServerClient
+
+    def counting_client(url):
+        opened.append(url)
+        return client_class(url)
+
+    module.InferenceServerClient = counting_client
+    encoder = TritonEncoder(parse_triton_url("triton://127.0.0.1:1/enc"), module)
+    scene = scene_set(1, seed=4)[0]
+    boxes = Detector(color_encoder.factory("cpu")).windows_for(640, 480)[:3]
+    encoder.encode_windows(scene.image, boxes)
+    assert len(opened) == 1
+
+    def fail(count):
+        raise ServerError("ValueError: the model refused this frame", status)
+
+    server.before_image_request = fail
+    expected = EncoderUnavailableError if outage else EncoderRequestError
+    with pytest.raises(expected, match="the model refused this frame") as caught:
+        encoder.encode_windows(scene.image, boxes)
+    assert not isinstance(caught.value, EncoderUnavailableError if not outage
+                          else EncoderRequestError)
+    assert (encoder.failures, encoder.request_errors) == ((1, 0) if outage else (0, 1))
+    server.before_image_request = None
+    encoder.encode_windows(scene.image, boxes)
+    assert len(opened) == (2 if outage else 1)  # only an outage opens a new connection
+
+
+def test_one_bad_request_in_a_dynamic_batch_fails_alone(tmp_path):
+    """The model raises on one request of a batch: that request gets the error, the
+    others the answers they get alone (before, the whole batch failed)."""
+    encoder = user_plugin.load(user_plugin.write(tmp_path))
+    embed, cache = WindowEmbedder(encoder), FrameCache()
+    scenes = scene_set(2, seed=6)
+    boxes = Detector(encoder).windows_for(640, 480)[:5]
+    black = np.zeros_like(scenes[0].image)
+    batch = [request(scenes[0].image, (1, 1, 1), boxes), request(black, (2, 1, 1), boxes),
+             request(scenes[1].image, (3, 1, 1), boxes)]
+    out = each_request(partial(image_responses, cache=cache), embed, batch)
+    assert out[1] == f"ValueError: {user_plugin.MESSAGE}"
+    for i in (0, 2):
+        alone = image_responses(embed, [batch[i]])[0]
+        np.testing.assert_array_equal(out[i][protocol.EMBEDDINGS], alone[protocol.EMBEDDINGS])
+    good = each_request(image_responses, embed, [batch[0], batch[2]])  # no error: one pass
+    assert [o[protocol.STATUS].tolist() for o in good] == [[[protocol.OK]]] * 2

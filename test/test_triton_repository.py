@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import user_plugin
 
 from clip_perception.core.detect.detector import Detector
 from clip_perception.core.model.loading import load_encoder
@@ -109,24 +110,25 @@ def test_exported_repository_on_tritonserver_gives_in_process_answers(tmp_path):
         log.close()
 
 
-def test_exported_image_model_keeps_frames_by_id_and_answers_missing_ones(tmp_path, monkeypatch):
-    """The Python backend's model with a stand-in for ``triton_python_backend_utils``:
-    the config's cache size is used, a frame sent once is answered by id, and an
-    evicted one is answered FRAME_MISSING (the real backend is served in the test above)."""
+class Tensor:
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def as_numpy(self):
+        return self.value
+
+
+@pytest.fixture
+def backend_model(monkeypatch):
+    """``make(spec, frame_cache_frames)``: the Python backend's image model for ``spec``,
+    with a stand-in for ``triton_python_backend_utils`` (the module the backend gives
+    its models; the real backend is served in the test above)."""
     import json
     import re
     import types
 
-    from clip_perception.core.remote import triton_protocol as protocol
     from clip_perception.serving.model_repository import image_config
     from clip_perception.serving.python_backend import TritonPythonModel
-
-    class Tensor:
-        def __init__(self, name, value):
-            self.name, self.value = name, value
-
-        def as_numpy(self):
-            return self.value
 
     pb = types.SimpleNamespace(
         Tensor=Tensor, TritonError=str,
@@ -134,23 +136,42 @@ def test_exported_image_model_keeps_frames_by_id_and_answers_missing_ones(tmp_pa
         InferenceResponse=lambda output_tensors, error=None: types.SimpleNamespace(
             outputs={t.name: t.value for t in output_tensors}, error=error))
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    config = image_config("c", MODELS["color"][0], "KIND_CPU", 1, 8, 0, "auto", "",
-                          frame_cache_frames=1)
-    params = {k: {"string_value": v}
-              for k, v in re.findall(r'key: "(\w+)" value: \{ string_value: "([^"]*)"', config)}
-    inputs = re.findall(r'name: "(\w+)" data_type: TYPE_\w+ dims', config)[:3]
-    model = TritonPythonModel()
-    model.initialize({"model_config": json.dumps(
-        {"parameters": params, "input": [{"name": n} for n in inputs]}),
-        "model_instance_kind": "CPU"})
+
+    def make(spec, frame_cache_frames=64):
+        config = image_config("c", spec, "KIND_CPU", 1, 8, 0, "auto", "",
+                              frame_cache_frames=frame_cache_frames)
+        params = {k: {"string_value": v} for k, v in
+                  re.findall(r'key: "(\w+)" value: \{ string_value: "([^"]*)"', config)}
+        inputs = re.findall(r'name: "(\w+)" data_type: TYPE_\w+ dims', config)[:3]
+        model = TritonPythonModel()
+        model.initialize({"model_config": json.dumps(
+            {"parameters": params, "input": [{"name": n} for n in inputs]}),
+            "model_instance_kind": "CPU"})
+        return model
+
+    return make
+
+
+def image_request(frame, ids, boxes):
+    from clip_perception.core.remote import triton_protocol as protocol
+
+    return {protocol.FRAMES: frame, protocol.BOXES: boxes,
+            protocol.FRAME_IDS: np.array([ids], np.uint64)}
+
+
+def test_exported_image_model_keeps_frames_by_id_and_answers_missing_ones(backend_model):
+    """The config's cache size is used, a frame sent once is answered by id, and an
+    evicted one is answered FRAME_MISSING."""
+    from clip_perception.core.remote import triton_protocol as protocol
+
+    model = backend_model(MODELS["color"][0], frame_cache_frames=1)
     rng = np.random.default_rng(2)
     frames = [make_scene(rng, target_colour=c).image for c in ("red", "blue")]
     boxes = np.array([[[0, 0, 320, 240], [100, 100, 400, 300]]], np.float32)
     placeholder = np.zeros((1, 1, 1, 3), np.uint8)
 
     def ask(frame, ids):
-        return model.execute([{protocol.FRAMES: frame, protocol.BOXES: boxes,
-                               protocol.FRAME_IDS: np.array([ids], np.uint64)}])[0].outputs
+        return model.execute([image_request(frame, ids, boxes)])[0].outputs
 
     sent = ask(frames[0][None], (3, 1, 1))
     by_id = ask(placeholder, (3, 1, 0))
@@ -158,6 +179,28 @@ def test_exported_image_model_keeps_frames_by_id_and_answers_missing_ones(tmp_pa
     np.testing.assert_array_equal(by_id[protocol.EMBEDDINGS], sent[protocol.EMBEDDINGS])
     ask(frames[1][None], (4, 1, 1))  # a cache of one frame (from the config): evicts (3, 1)
     assert ask(placeholder, (3, 1, 0))[protocol.STATUS].tolist() == [[protocol.FRAME_MISSING]]
+
+
+def test_a_model_error_fails_only_its_own_request_of_a_dynamic_batch(backend_model, tmp_path,
+                                                                    monkeypatch):
+    """Three requests in one execution, the model raises on the second: it alone gets
+    the error (the model's message), the others their answers (before, all three failed)."""
+    from clip_perception.core.remote import triton_protocol as protocol
+
+    monkeypatch.syspath_prepend(str(user_plugin.write(tmp_path)))
+    model = backend_model(user_plugin.SPEC)
+    rng = np.random.default_rng(3)
+    frames = [make_scene(rng, target_colour=c).image[None] for c in ("red", "blue")]
+    boxes = np.array([[[0, 0, 320, 240], [100, 100, 400, 300]]], np.float32)
+    batch = [image_request(frames[0], (1, 1, 1), boxes),
+             image_request(np.zeros_like(frames[0]), (2, 1, 1), boxes),
+             image_request(frames[1], (3, 1, 1), boxes)]
+    answers = model.execute(batch)
+    assert [a.error for a in answers] == [None, f"ValueError: {user_plugin.MESSAGE}", None]
+    for i in (0, 2):
+        alone = model.execute([batch[i]])[0]
+        np.testing.assert_array_equal(answers[i].outputs[protocol.EMBEDDINGS],
+                                      alone.outputs[protocol.EMBEDDINGS])
 
 
 def test_serve_defaults_to_tritonservers_python_backend_and_builds_its_command(tmp_path):

@@ -1,9 +1,10 @@
-"""A real Triton server (``python -m clip_perception.serve``) on 127.0.0.1: its default,
-tritonserver's own Python backend, and ``--backend pytriton``.
+"""A real Triton server (``python -m clip_perception.serve``) on 127.0.0.1.
 
 The remote encoder must give the in-process answers on the same frames, for
-more than one encoder; a killed server must cost clean per-call exceptions,
-and a restarted one must be used again within 5 s of being ready.
+more than one encoder and for a user's encoder module found only on
+``PYTHONPATH``; a model's error must fail only its request; a killed server
+must cost clean per-call exceptions, and a restarted one must be used again
+within 5 s of being ready.
 The server runs in .venv-triton (``make triton-setup``; ``make test`` makes it).
 """
 
@@ -14,11 +15,12 @@ import time
 
 import numpy as np
 import pytest
+import user_plugin
 from optional import needs_module
 
 from clip_perception.core.detect.crops import FrameUploader, crop_windows
 from clip_perception.core.detect.detector import Detector
-from clip_perception.core.encoder import EncoderUnavailableError
+from clip_perception.core.encoder import EncoderRequestError, EncoderUnavailableError
 from clip_perception.core.io.image_formats import Frame
 from clip_perception.core.model.loading import load_encoder
 from clip_perception.serving.environment import triton_python
@@ -47,10 +49,11 @@ def servers(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("triton")
     started = {kind: TritonServerProcess(spec, log_dir / f"{kind}.log", name=kind).start()
                for kind, (spec, _) in MODELS.items()}
-    # the same encoder through PyTriton's proxy (serve --backend pytriton)
-    started["color_pytriton"] = TritonServerProcess(
-        MODELS["color"][0], log_dir / "color_pytriton.log", name="color_pytriton",
-        extra_args=("--backend", "pytriton")).start()
+    # a user's encoder module, importable only through PYTHONPATH (serve runs in the
+    # repository, not in the module's directory)
+    plugins = user_plugin.write(tmp_path_factory.mktemp("plugins"))
+    started["plugin"] = TritonServerProcess(user_plugin.SPEC, log_dir / "plugin.log",
+                                            name="plugin", python_path=(plugins,)).start()
     # a server that keeps one frame: other clients' frames evict a client's between passes
     started["one_frame"] = TritonServerProcess(
         MODELS["color"][0], log_dir / "one_frame.log", name="one_frame",
@@ -58,6 +61,7 @@ def servers(tmp_path_factory):
     try:
         for server in started.values():
             server.wait_ready(180)
+        started["plugin"].directory = plugins
         yield started
     finally:
         for server in started.values():
@@ -87,10 +91,13 @@ def local_windows(encoder, image, boxes):
     return encoder.encode_images(crop_windows(uploaded, boxes, encoder.input_size))
 
 
-@pytest.mark.parametrize("kind", [*sorted(MODELS), "color_pytriton"])
+@pytest.mark.parametrize("kind", [*sorted(MODELS), "plugin"])
 def test_remote_encoder_gives_the_in_process_answers(servers, kind):
+    """For ``plugin``: ``serve`` hosts a module:factory that only PYTHONPATH makes importable
+    (before, Triton's Python backend stub, which ignores PYTHONPATH, failed to load it)."""
     remote = load_encoder(servers[kind].url)
-    local = MODELS[kind.removesuffix("_pytriton")][1]()
+    local = (user_plugin.load(servers[kind].directory) if kind == "plugin"
+             else MODELS[kind][1]())
     assert remote.input_size == local.input_size
     assert remote.logit_scale == pytest.approx(float(getattr(local, "logit_scale", 100.0)))
     texts = ["a red block", "a table", "something else entirely"]
@@ -135,8 +142,41 @@ def test_concurrent_clients_batched_together_each_get_their_own_answers(servers)
         np.testing.assert_allclose(results[i], local_windows(local, image, boxes), atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["color", "color_pytriton"])
-def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers, kind):
+def test_a_model_error_fails_its_request_only_and_keeps_the_connection(servers):
+    """The model raises on a frame: that call is an EncoderRequestError with the model's
+    message, not an outage; the connection stays and the other clients' frames,
+    batched with it, get their answers."""
+    server = servers["plugin"]
+    local = user_plugin.load(server.directory)
+    frames = [image for _, image in scenes(seed=9)]
+    boxes = Detector(local).windows_for(640, 480)[:9]
+    black = np.zeros_like(frames[0])
+    refused = load_encoder(server.url)
+    client = refused._get_client()
+    with pytest.raises(EncoderRequestError, match=user_plugin.MESSAGE):
+        refused.encode_windows(black, boxes)
+    assert refused._get_client() is client and (refused.failures, refused.request_errors) == (0, 1)
+    np.testing.assert_allclose(refused.encode_windows(frames[0], boxes),
+                               local_windows(local, frames[0], boxes), atol=1e-6)
+
+    results, errors = {}, []
+
+    def client_run(i):  # client 0 sends black frames, the others good ones, all at once
+        encoder = load_encoder(server.url)
+        for _ in range(4):
+            try:
+                results[i] = encoder.encode_windows(black if i == 0 else frames[i], boxes)
+            except EncoderRequestError as exc:
+                errors.append((i, exc))
+
+    run_clients(client_run, len(frames), 60)
+    assert {i for i, _ in errors} == {0} and len(errors) == 4
+    for i in range(1, len(frames)):
+        np.testing.assert_allclose(results[i], local_windows(local, frames[i], boxes), atol=1e-6)
+
+
+def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
+    kind = "color"
     server = servers[kind]
     remote = load_encoder(server.url + "?timeout=5")
     detector = Detector(remote)

@@ -41,6 +41,12 @@ class EncoderUnavailableError(RuntimeError):
     """
 
 
+class EncoderRequestError(RuntimeError):
+    """A remote encoder's server answered, but failed this call (the model raised:
+    a bad shape, out of memory, a plugin's own error). Not an outage: the
+    connection stays, other calls are unaffected; the message is the server's."""
+
+
 @runtime_checkable
 class Encoder(Protocol):
     """What the pipeline needs from a vision-language model (the contract a

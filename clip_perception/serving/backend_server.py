@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from ..core.model.clip_encoder import resolve_device
-from .environment import REPO_ROOT, with_python_lib_dir
+from .environment import with_python_lib_dir
 from .model_repository import write_repository
 
 READY_TIMEOUT = 600.0  # seconds to wait for the models (a first CLIP download is slow)
@@ -60,16 +60,21 @@ def lib_dir(python: str | Path) -> str:
 
 def server_environment(python: str | Path, libs: Path, env: dict[str, str]) -> dict[str, str]:
     """``env`` for tritonserver with ``python``'s stub: its libpython and the wheel's
-    libraries on ``LD_LIBRARY_PATH``, its interpreter first on ``PATH``, and this
-    package importable by the models."""
+    libraries on ``LD_LIBRARY_PATH`` and its interpreter first on ``PATH``. (The stub
+    ignores ``PYTHONPATH``: the models get their import path from their config.)"""
     env = with_python_lib_dir(dict(env))
     parts = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
     env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in (lib_dir(python), str(libs)) if p]
                                              + parts)
     env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     return env
+
+
+def import_path() -> list[str]:
+    """This process's ``sys.path``, absolute (its empty entry is the current directory):
+    everything the node's ``model`` could import here, ``PYTHONPATH`` and a sourced
+    workspace included."""
+    return [os.path.abspath(p or os.curdir) for p in sys.path]
 
 
 def server_command(binary: Path, repository: Path, backends: Path, host: str, http_port: int,
@@ -107,7 +112,8 @@ def serve_repository(args) -> int:
         root = Path(tmp)
         write_repository(root / "repo", args.model, args.name, device, args.instances,
                          args.max_batch, args.max_queue_delay_us, args.precision,
-                         args.download_root, args.frame_cache_frames, args.frame_cache_mb)
+                         args.download_root, args.frame_cache_frames, args.frame_cache_mb,
+                         python_path=import_path())
         binary, backends, libs = python_backend(sys.executable, root)
         command = server_command(binary, root / "repo", backends, args.host, args.http_port,
                                  args.grpc_port, args.metrics_port, args.verbose)

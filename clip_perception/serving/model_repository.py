@@ -14,16 +14,42 @@ with ``model:=triton://HOST:8001/NAME`` exactly as with ``clip_perception.serve`
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.remote import triton_protocol as protocol
 
-MODEL_PY = '''"""A clip_perception encoder on Triton's Python backend."""
-from clip_perception.serving.python_backend import TritonPythonModel  # noqa: F401
+MODEL_PY = '''"""A clip_perception encoder on Triton's Python backend.
+
+The backend's stub ignores ``PYTHONPATH``; the config's ``python_path`` parameter
+(written by ``clip_perception.serve``: its own import path) goes first on
+``sys.path`` before anything of the package is imported.
+"""
+import json
+import os
+import sys
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = json.loads(args["model_config"]).get("parameters", {})
+        path = params.get("python_path", {}).get("string_value", "")
+        sys.path[:0] = [p for p in path.split(os.pathsep) if p]
+        from clip_perception.serving.python_backend import TritonPythonModel as Model
+
+        self._model = Model()
+        self._model.initialize(args)
+
+    def execute(self, requests):
+        return self._model.execute(requests)
 '''
 
 
 def _params(**values: str) -> str:
+    for key, value in values.items():
+        if '"' in value or "\\" in value or "\n" in value:
+            raise ValueError(f"{key} must not contain '\"', '\\' or a newline: {value!r}")
     return "".join(f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
                    for k, v in values.items())
 
@@ -31,7 +57,7 @@ def _params(**values: str) -> str:
 def image_config(name: str, model: str, kind: str, instances: int, max_batch: int,
                  max_queue_delay_us: int, precision: str, download_root: str,
                  frame_cache_frames: int = protocol.CACHE_FRAMES,
-                 frame_cache_mb: float = protocol.CACHE_MB) -> str:
+                 frame_cache_mb: float = protocol.CACHE_MB, python_path: str = "") -> str:
     return (f'name: "{name}_image"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
             'input [\n'
             f'  {{ name: "{protocol.FRAMES}" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] }},\n'
@@ -46,10 +72,11 @@ def image_config(name: str, model: str, kind: str, instances: int, max_batch: in
             f'instance_group [ {{ count: {instances} kind: {kind} }} ]\n'
             + _params(model=model, kind="image", precision=precision,
                       download_root=download_root, frame_cache_frames=str(frame_cache_frames),
-                      frame_cache_mb=str(frame_cache_mb)))
+                      frame_cache_mb=str(frame_cache_mb), python_path=python_path))
 
 
-def text_config(name: str, model: str, kind: str, precision: str, download_root: str) -> str:
+def text_config(name: str, model: str, kind: str, precision: str, download_root: str,
+                python_path: str = "") -> str:
     return (f'name: "{name}_text"\nbackend: "python"\nmax_batch_size: 0\n'
             'input [ { name: "texts" data_type: TYPE_STRING dims: [ -1 ] } ]\n'
             'output [\n'
@@ -58,28 +85,30 @@ def text_config(name: str, model: str, kind: str, precision: str, download_root:
             '  { name: "input_size" data_type: TYPE_INT32 dims: [ 1 ] }\n]\n'
             f'instance_group [ {{ count: 1 kind: {kind} }} ]\n'
             + _params(model=model, kind="text", precision=precision,
-                      download_root=download_root))
+                      download_root=download_root, python_path=python_path))
 
 
 def write_repository(out: str | Path, model: str, name: str = "clip", device: str = "auto",
                      instances: int = 1, max_batch: int = 8, max_queue_delay_us: int = 0,
                      precision: str = "auto", download_root: str | None = None,
                      frame_cache_frames: int = protocol.CACHE_FRAMES,
-                     frame_cache_mb: float = protocol.CACHE_MB) -> list[Path]:
+                     frame_cache_mb: float = protocol.CACHE_MB,
+                     python_path: Sequence[str] = ()) -> list[Path]:
     """Write the two models under ``out``; returns the files written.
 
     ``device``: ``cpu`` gives KIND_CPU instances, anything else KIND_GPU (Triton
-    places them on its GPUs).
+    places them on its GPUs). ``python_path``: directories the models put first on
+    their ``sys.path`` (``serve`` passes its own import path: the stub ignores
+    ``PYTHONPATH``); none for a repository exported to a container.
     """
-    if '"' in model or '"' in (download_root or ""):
-        raise ValueError("model and download_root must not contain '\"'")
+    path = os.pathsep.join(str(p) for p in python_path)
     kind = "KIND_CPU" if device.strip().lower() == "cpu" else "KIND_GPU"
     root = Path(out)
     configs = {
         f"{name}_image": image_config(name, model, kind, instances, max_batch,
                                       max_queue_delay_us, precision, download_root or "",
-                                      frame_cache_frames, frame_cache_mb),
-        f"{name}_text": text_config(name, model, kind, precision, download_root or ""),
+                                      frame_cache_frames, frame_cache_mb, path),
+        f"{name}_text": text_config(name, model, kind, precision, download_root or "", path),
     }
     written = []
     for model_name, config in configs.items():

@@ -14,13 +14,22 @@ from functools import partial
 from ..core.model.loading import load_encoder
 from ..core.remote import triton_protocol as protocol
 from .frame_cache import FrameCache
-from .window_model import TextEmbedder, WindowEmbedder, image_responses, text_responses
+from .window_model import (
+    TextEmbedder,
+    WindowEmbedder,
+    each_request,
+    image_responses,
+    text_responses,
+)
 
 
 class TritonPythonModel:
     """One instance of ``NAME_image`` or ``NAME_text``; the encoder is named by the
     model's config parameters (``model``, ``kind``, ``precision``, ``download_root``,
     and for the image model ``frame_cache_frames``, ``frame_cache_mb``).
+
+    A model error fails only the requests that cause it: a dynamic batch that
+    raises is run again request by request (:func:`.window_model.each_request`).
 
     Each instance of the Python backend is a process of its own, so each keeps its
     own frame cache: with several instances, a later pass over a frame that lands on
@@ -49,11 +58,7 @@ class TritonPythonModel:
 
         arrays = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy()
                    for name in self._inputs} for r in requests]
-        try:
-            outputs = self._respond(self._embedder, arrays)
-        except Exception as exc:  # noqa: BLE001 - every request gets the error, the model stays
-            error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
-        return [pb_utils.InferenceResponse(
+        return [pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(out))
+                if isinstance(out, str) else pb_utils.InferenceResponse(
                     output_tensors=[pb_utils.Tensor(name, value) for name, value in out.items()])
-                for out in outputs]
+                for out in each_request(self._respond, self._embedder, arrays)]

@@ -10,7 +10,8 @@ All windows of all frames in a dynamic batch go through the encoder in one pass.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,6 +117,25 @@ def image_responses(embedder: WindowEmbedder, requests: Sequence[Mapping[str, np
             protocol.STATUS: np.array([[code] for code, _ in statuses], np.int32).reshape(size, 1),
             protocol.SECONDS: np.full((size, 1), seconds, np.float32)})
     return responses
+
+
+def each_request(respond: Callable[[Any, Sequence], list], embedder,
+                 requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict | str]:
+    """``respond(embedder, requests)`` for a dynamic batch; if that raises, each request
+    again on its own, so one bad request fails alone. A failed request's place holds
+    its error message (``"ValueError: ..."``)."""
+    try:
+        return respond(embedder, requests)
+    except Exception as exc:  # noqa: BLE001 - the model's error is the request's answer
+        if len(requests) == 1:
+            return [f"{type(exc).__name__}: {exc}"]
+    out: list[dict | str] = []
+    for request in requests:
+        try:
+            out.extend(respond(embedder, [request]))
+        except Exception as exc:  # noqa: BLE001
+            out.append(f"{type(exc).__name__}: {exc}")
+    return out
 
 
 def text_responses(embedder: TextEmbedder,

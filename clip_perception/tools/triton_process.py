@@ -37,10 +37,12 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 class TritonServerProcess:
     """``clip_perception.serve`` for ``model`` as ``name`` on 127.0.0.1, output to ``log_path``
-    (``extra_args`` are more ``serve`` flags, e.g. ``("--backend", "pytriton")``)."""
+    (``extra_args`` are more ``serve`` flags, e.g. ``("--max-batch", "4")``; ``python_path``
+    more directories on its ``PYTHONPATH``, e.g. where a user's encoder module is)."""
 
     def __init__(self, model: str, log_path: str | Path, name: str = "enc",
-                 python: str | Path | None = None, extra_args: tuple[str, ...] = ()):
+                 python: str | Path | None = None, extra_args: tuple[str, ...] = (),
+                 python_path: tuple[str | Path, ...] = ()):
         python = python or triton_python()
         if python is None:
             raise FileNotFoundError("no .venv-triton: run `make triton-setup`")
@@ -49,6 +51,7 @@ class TritonServerProcess:
         self.log_path = Path(log_path)
         self.grpc_port, self.http_port, self.metrics_port = free_ports(3)
         self.extra_args = tuple(extra_args)
+        self.python_path = [str(p) for p in python_path]
         self.proc: subprocess.Popen | None = None
         self._log = None
         self._home: str | None = None
@@ -66,7 +69,8 @@ class TritonServerProcess:
     def start(self) -> TritonServerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+            [str(REPO_ROOT), *self.python_path,
+             *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
         env["PYTHONUNBUFFERED"] = "1"
         # PyTriton's workspace (sockets, model store) or serve's exported repository in a
         # short directory of ours (Unix socket paths are limited to 107 bytes), removed by

@@ -8,10 +8,14 @@ only the frame's id and their boxes, and if the server no longer holds the frame
 (restarted, or evicted by other clients' frames) it is sent again, transparently
 (see :mod:`.triton_protocol`).
 
-Failures are per call: while the server is down or slow, each call raises
+Failures are per call. While the server is down or slow, each call raises
 :class:`~clip_perception.core.encoder.EncoderUnavailableError` after at most
 ``timeout`` seconds, and the next call opens a fresh connection, so the encoder
-recovers by itself as soon as the server answers again.
+recovers by itself as soon as the server answers again. A call the server
+answers with an error (the model raised, a shape it refused: gRPC status
+INTERNAL, INVALID_ARGUMENT and the like) raises
+:class:`~clip_perception.core.encoder.EncoderRequestError` with the server's
+message and keeps the connection.
 
 URL: ``triton://HOST[:PORT]/NAME[?timeout=S&connect_timeout=S]``; PORT defaults
 to Triton's gRPC port 8001, ``timeout`` (per call, default 30 s) and
@@ -31,7 +35,12 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import torch
 
-from ..encoder import EncoderUnavailableError, ModelLoadError, ModelUnreachableError
+from ..encoder import (
+    EncoderRequestError,
+    EncoderUnavailableError,
+    ModelLoadError,
+    ModelUnreachableError,
+)
 from ..io.image_formats import Frame
 from . import triton_protocol as protocol
 
@@ -43,6 +52,24 @@ INSTALL_HINT = "pip install 'tritonclient[grpc]'"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 RECENT_FRAMES = 4  # frames the client remembers having sent (one per camera in flight)
 _PLACEHOLDER = np.zeros((1, 1, 1, 3), np.uint8)  # ``frames`` of a request that names its frame
+# gRPC statuses of a call the server answered and failed; any other failure is an outage
+REQUEST_ERROR_CODES = frozenset({"INTERNAL", "INVALID_ARGUMENT", "OUT_OF_RANGE",
+                                 "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "UNIMPLEMENTED",
+                                 "ALREADY_EXISTS", "ABORTED"})
+
+
+def grpc_status(exc: BaseException) -> str | None:
+    """The gRPC status name of a tritonclient error (``INTERNAL``...), or None."""
+    status = getattr(exc, "status", None)
+    status = status() if callable(status) else status
+    return str(status).rsplit(".", 1)[-1] if status else None
+
+
+def server_message(exc: BaseException) -> str:
+    """What the server (or gRPC) said, else the exception's name."""
+    message = getattr(exc, "message", None)
+    message = message() if callable(message) else message
+    return message or str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -118,6 +145,7 @@ class TritonEncoder:
         self._lock = threading.Lock()
         self._client = None
         self.failures = 0  # calls that raised EncoderUnavailableError
+        self.request_errors = 0  # calls that raised EncoderRequestError
         # image calls: total client round trips, and the server's model time within them
         self.call_seconds = 0.0
         self.server_seconds = 0.0
@@ -166,13 +194,17 @@ class TritonEncoder:
                                   outputs=[grpc.InferRequestedOutput(n) for n in outputs],
                                   client_timeout=timeout or self.address.timeout)
         except Exception as exc:  # InferenceServerException and anything grpc raises
-            self.failures += 1
+            if grpc_status(exc) in REQUEST_ERROR_CODES:  # answered: the connection is fine
+                with self._lock:
+                    self.request_errors += 1
+                raise EncoderRequestError(f"Triton server {self.address} failed the request "
+                                          f"({model}): {server_message(exc)}") from exc
+            with self._lock:
+                self.failures += 1
             self._drop_client(client)
-            reason = getattr(exc, "message", None)
-            reason = reason() if callable(reason) else (reason or str(exc))
             raise EncoderUnavailableError(
                 f"Triton server {self.address} did not answer ({model}): "
-                f"{reason or type(exc).__name__}") from exc
+                f"{server_message(exc)}") from exc
         out = {n: result.as_numpy(n) for n in outputs}
         if protocol.SECONDS in out:
             self.call_seconds += time.perf_counter() - start
@@ -208,7 +240,7 @@ class TritonEncoder:
             raise ModelLoadError(
                 f"the encoder at {self.address} speaks an older protocol (no "
                 f"'{protocol.FRAME_IDS}' input): update clip_perception on the server")
-        self.failures = 0
+        self.failures = self.request_errors = 0
 
     # --- the encoder API ----------------------------------------------------------
     def _known_frame(self, pixels: np.ndarray, order: str) -> int | None:
@@ -264,7 +296,7 @@ class TritonEncoder:
         out = self._image_request(pixels, frame_id, boxes)
         status = int(out[protocol.STATUS].reshape(-1)[0])
         if status != protocol.OK:
-            raise EncoderUnavailableError(
+            raise EncoderRequestError(
                 f"Triton server {self.address} answered status {status} for a frame it was sent")
         self._remember(raw, order, frame_id)
         return torch.from_numpy(np.array(out[protocol.EMBEDDINGS][0], dtype=np.float32))

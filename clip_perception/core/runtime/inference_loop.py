@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..encoder import EncoderUnavailableError, ModelUnreachableError
+from ..encoder import EncoderRequestError, EncoderUnavailableError, ModelUnreachableError
 from .camera_slots import CameraSlots
 from .health import Health, HealthReport
 from .timings import Timings
@@ -50,7 +50,8 @@ from .timings import Timings
 CAMERA_COUNTERS = ("frames_submitted", "frames_processed", "frames_failed")
 COUNTERS = ("frames_submitted", "frames_processed", "frames_without_target", "frames_failed",
             "results_superseded", "results_after_stop", "publish_failed", "loop_errors",
-            "target_updates", "target_updates_failed", "stop_timeouts", "frames_cleared")
+            "target_updates", "target_updates_failed", "stop_timeouts", "frames_cleared",
+            "remote_request_errors")
 
 _log = logging.getLogger(__name__)
 
@@ -604,6 +605,10 @@ class InferenceLoop:
         self._count("frames_failed", camera=job.camera)
         if isinstance(exc, EncoderUnavailableError):  # a remote encoder is down: ERROR
             self._problem("encoder_unavailable", f"encoder unavailable, frame skipped: {exc}")
+        elif isinstance(exc, EncoderRequestError):  # the server failed this frame only: WARN
+            self._count("remote_request_errors")
+            self._problem("encoder_request", f"the encoder's server failed a frame, skipped: "
+                                             f"{exc}")
         else:
             where = f" from camera {job.camera!r}" if job.camera else ""
             self._problem("inference", f"inference failed on a {_size(job.frame)} "
