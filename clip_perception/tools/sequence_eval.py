@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,11 +45,12 @@ from ..core.track.hysteresis import HysteresisConfig
 from ..core.track.tracker import TrackConfig
 from ..core.track.tracking_stage import TrackingConfig, TrackingStage, result_document
 from ..testing import known_answer
-from ..testing.sequences import KINDS, Sequence, make_sequence
+from ..testing.sequences import Sequence, make_sequence
 
 GOALS = {"id_switches": 0, "reid": 0.95, "flicker_per_min": 0.0, "jitter_px": 2.0,
          "jitter_mm": 3.0, "latency_inferences": 3}
 T0_NS = 1_700_000_000 * 10**9
+DEFAULT_TRACK = TrackConfig()
 
 
 class PacedDetector:
@@ -87,7 +87,7 @@ class Run:
 
 
 def run_sequence(detector, sequence: Sequence, period: float = 0.5, propagate: bool = False,
-                 track: TrackConfig = TrackConfig(), use_depth: bool = True) -> Run:
+                 track: TrackConfig = DEFAULT_TRACK, use_depth: bool = True) -> Run:
     """Feed ``sequence`` in real time through the loop and tracking stage; the documents."""
     run = Run(sequence)
     lock = threading.Lock()
@@ -285,7 +285,7 @@ class MemberReport:
 
 
 def evaluate_member(name: str, seed: int = 0, period: float = 0.5, propagate: bool = False,
-                    sequences=SEQUENCES, track: TrackConfig = TrackConfig(),
+                    sequences=SEQUENCES, track: TrackConfig = DEFAULT_TRACK,
                     colour: str | None = None, progress=None) -> MemberReport:
     """Every sequence of ``sequences`` (``(kind, overrides)``) with member ``name``."""
     detector = Detector(known_answer.load(name))
@@ -345,6 +345,3 @@ def add_arguments(parser) -> None:
     group.add_argument("--colour", default=None, help="target colour (default: per seed)")
     group.add_argument("--verbose", action="store_true", help="a line per sequence")
 
-
-__all__ = ["KINDS", "main_sequences", "run_sequence", "evaluate_member"]
-_ = Seq
