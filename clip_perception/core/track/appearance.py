@@ -5,6 +5,11 @@ a colour histogram's spread over 0..1), so a raw cosine threshold would
 suit one encoder and not another. A track instead keeps the cosine
 *distances* (1 - cos) of its own past matches, and a new box is judged by
 its distance relative to the typical one: :meth:`AppearanceMemory.ratio`.
+An encoder that sees the same object identically from frame to frame (a
+typical distance near zero) would make every small difference an outlier, so
+the scale has a floor from a competitor every frame has: the whole frame.
+:data:`REFERENCE_SHARE` of the track's distance to the frame it was found in
+is "a small difference" for that encoder, whatever its cosine band.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 EMA = 0.3             # weight of a new match in the stored embedding
 HISTORY = 20          # past match distances kept
 MIN_HISTORY = 3       # matches before the ratio is trusted
+REFERENCE_SHARE = 0.1  # of the distance to the whole frame: the smallest unusual distance
 
 
 class AppearanceMemory:
@@ -22,6 +28,7 @@ class AppearanceMemory:
     def __init__(self, embedding: np.ndarray | None):
         self.embedding = None if embedding is None else _unit(embedding)
         self.distances: list[float] = []
+        self.reference: float | None = None  # distance to the frames it was found in
 
     def distance(self, embedding: np.ndarray | None) -> float | None:
         """1 - cosine of ``embedding`` to the stored one (None if either is missing)."""
@@ -44,14 +51,19 @@ class AppearanceMemory:
         spread = float(np.median(np.abs(np.asarray(self.distances) - typical)))
         # a floor relative to the typical distance: an encoder whose matches are all alike
         # does not make every small difference an outlier
-        scale = max(typical + 3.0 * 1.4826 * spread, 0.05 * typical, 1e-6)
+        floor = REFERENCE_SHARE * self.reference if self.reference is not None else 0.0
+        scale = max(typical + 3.0 * 1.4826 * spread, floor, 1e-9)
         return max(d, 0.0) / scale
 
-    def update(self, embedding: np.ndarray | None) -> None:
-        """Add a matched box's embedding."""
+    def update(self, embedding: np.ndarray | None, context: np.ndarray | None = None) -> None:
+        """Add a matched box's embedding (and that of the whole frame it was found in)."""
         if embedding is None:
             return
         e = _unit(embedding)
+        if context is not None:
+            d = float(1.0 - np.dot(e, _unit(context)))
+            self.reference = d if self.reference is None else (
+                (1 - EMA) * self.reference + EMA * d)
         if self.embedding is None:
             self.embedding = e
             return

@@ -2,13 +2,21 @@
 the 2D box (pixels). Both are constant-velocity filters with white-acceleration noise,
 so a still object settles to a still estimate and a moving one is followed without lag
 growing with time.
+
+The 3D filter assumes a still or steadily moving object (:data:`ACCELERATION_STILL`)
+and so averages the measurement noise away; a measurement it cannot explain so
+(normalised innovation beyond :data:`MANEUVER`) is taken as the object being moved,
+and that step uses :data:`ACCELERATION_3D`, as does the gate beyond which a jump
+is another object.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-ACCELERATION_3D = 0.5   # m/s^2: process noise of a hand-moved object
+ACCELERATION_3D = 1.0   # m/s^2: an object being moved (gate, manoeuvre steps)
+ACCELERATION_STILL = 0.003  # m/s^2: a still or steadily moving object
+MANEUVER = 16.27        # chi-square, 3 dof, 99.9%: beyond it the object is being moved
 ACCELERATION_2D = 0.6   # box sizes per s^2
 BOX_SIGMA = 0.04        # box-centre measurement noise, times the box size
 SIZE_SIGMA = 0.06       # box width/height measurement noise, relative
@@ -32,20 +40,23 @@ class Kalman3D:
         self.p[3:, 3:] = np.eye(3) * 0.05**2  # an object starts still, give or take 5 cm/s
         self.t = float(t)
 
-    def predicted(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+    def predicted(self, t: float, accel: float = ACCELERATION_3D
+                  ) -> tuple[np.ndarray, np.ndarray]:
         dt = max(float(t) - self.t, 0.0)
-        f, q = _cv_matrices(dt, 3, ACCELERATION_3D)
+        f, q = _cv_matrices(dt, 3, accel)
         return f @ self.x, f @ self.p @ f.T + q
 
-    def mahalanobis2(self, point: np.ndarray, covariance: np.ndarray, t: float) -> float:
+    def mahalanobis2(self, point: np.ndarray, covariance: np.ndarray, t: float,
+                     accel: float = ACCELERATION_3D) -> float:
         """Squared Mahalanobis distance of a measurement to the prediction at ``t``."""
-        x, p = self.predicted(t)
+        x, p = self.predicted(t, accel)
         s = p[:3, :3] + np.asarray(covariance, float)
         r = np.asarray(point, float) - x[:3]
         return float(r @ np.linalg.solve(s, r))
 
     def update(self, point: np.ndarray, covariance: np.ndarray, t: float) -> None:
-        x, p = self.predicted(t)
+        still = self.mahalanobis2(point, covariance, t, ACCELERATION_STILL) <= MANEUVER
+        x, p = self.predicted(t, ACCELERATION_STILL if still else ACCELERATION_3D)
         h = np.zeros((3, 6))
         h[:, :3] = np.eye(3)
         s = p[:3, :3] + np.asarray(covariance, float)

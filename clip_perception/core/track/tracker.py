@@ -58,6 +58,7 @@ class Observation:
     point: np.ndarray | None = None       # metres, optical frame
     covariance: np.ndarray | None = None  # 3x3, m^2
     size: np.ndarray | None = None        # metres (x, y, z extent)
+    context: np.ndarray | None = None     # the whole frame's embedding
 
 
 @dataclass
@@ -148,12 +149,16 @@ class Tracker:
         self.primary: dict[str, str] = {}   # phrase -> id of the track of its ``box``
         self._next = 0
         self.last_stamp = float("-inf")
+        self._frame: tuple[int, int] | None = None
 
     # --- one inference frame ----------------------------------------------------
     def update(self, t: float, observations: dict[str, list[Observation]],
-               phrases: Sequence[str]) -> TrackFrame:
-        """Associate the frame's regions (per phrase: ``box`` first, then ``second``)."""
+               phrases: Sequence[str], size: tuple[int, int] | None = None) -> TrackFrame:
+        """Associate the frame's regions (per phrase: ``box`` first, then ``second``);
+        ``size``: the frame's (width, height), so a box the border cuts compares with
+        the visible part of a track's prediction."""
         self.last_stamp = max(self.last_stamp, t)
+        self._frame = size
         events = self._forget(t, phrases)
         out = []
         for phrase in phrases:
@@ -199,7 +204,14 @@ class Tracker:
         predicted = tr.boxes.predicted(t)
         d = centre_distance(predicted, o.box)
         gate = GATE + GATE_GROWTH * dt
-        if d > gate or size_ratio(predicted, o.box) > MAX_SIZE_RATIO:
+        visible = predicted
+        if self._frame is not None:
+            w, h = self._frame
+            visible = (max(predicted[0], 0), max(predicted[1], 0), min(predicted[2], w),
+                       min(predicted[3], h))
+            if visible[2] <= visible[0] or visible[3] <= visible[1]:
+                visible = predicted
+        if d > gate or size_ratio(visible, o.box) > MAX_SIZE_RATIO:
             return INFEASIBLE
         if (dt <= RECENT and tr.kalman is not None and o.point is not None
                 and tr.kalman.mahalanobis2(o.point, o.covariance, t) > GATE_3D):
@@ -213,8 +225,9 @@ class Tracker:
     def _start(self, phrase: str, o: Observation, t: float) -> Track:
         self._next += 1
         tr = Track(f"{self.prefix}{slug(phrase)}_{self._next}", phrase, BoxFilter(o.box, t),
-                   AppearanceMemory(o.embedding), Hysteresis(self.config.hysteresis), t, t,
+                   AppearanceMemory(None), Hysteresis(self.config.hysteresis), t, t,
                    o.score)
+        tr.appearance.update(o.embedding, o.context)
         if o.point is not None:
             tr.kalman, tr.size = Kalman3D(o.point, o.covariance, t), o.size
         tr.hysteresis.update(True)
@@ -226,7 +239,7 @@ class Tracker:
             tr.boxes = BoxFilter(o.box, t)
         else:
             tr.boxes.update(o.box, t)
-        tr.appearance.update(o.embedding)
+        tr.appearance.update(o.embedding, o.context)
         if o.point is not None:
             if tr.kalman is None or t - tr.last_seen > RECENT:
                 tr.kalman = Kalman3D(o.point, o.covariance, t)

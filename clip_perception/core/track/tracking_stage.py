@@ -123,9 +123,11 @@ class TrackingStage:
             boxes.append(target.box)
             if target.second_box is not None:
                 boxes.append(target.second_box)
-        embeddings = None
+        embeddings = context = None
         if boxes and self.config.appearance and detector is not None:
-            embeddings = box_embeddings(detector.encoder, frame, boxes)
+            whole = (0, 0, detection.width, detection.height)
+            embeddings = box_embeddings(detector.encoder, frame, boxes + [whole])
+            context = embeddings[-1]
         observations: dict[str, list[Observation]] = {}
         row = 0
         for i, target in found:
@@ -135,7 +137,8 @@ class TrackingStage:
                 if box is None:
                     continue
                 o = Observation(tuple(int(v) for v in box), float(score),
-                                None if embeddings is None else embeddings[row])
+                                None if embeddings is None else embeddings[row],
+                                context=context)
                 row += 1
                 loc = located[i] if (located and role == "box") else None
                 if role == "second" and located is not None and intrinsics is not None \
@@ -148,7 +151,8 @@ class TrackingStage:
             observations[target.phrase] = obs
         with self._lock:
             cam = self._camera(job.camera)
-            result = cam.tracker.update(t, observations, tuple(phrases))
+            result = cam.tracker.update(t, observations, tuple(phrases),
+                                        (detection.width, detection.height))
             result.located = located
             if self.config.propagate:
                 cam.greys.append((t, grey(frame.pixels, frame.order)))
