@@ -156,6 +156,7 @@ class _Run:
         self.worker: threading.Thread | None = None
         self.publisher: threading.Thread | None = None
         self.propagator: threading.Thread | None = None
+        self.taken: tuple = ()  # the jobs the worker took last (not propagated then)
 
 
 class InferenceLoop:
@@ -521,6 +522,7 @@ class InferenceLoop:
                     jobs = [job for _, job in self._slot.take(self.max_batch, self._poll)]
                     if not jobs:
                         continue
+                    run.taken = tuple(jobs)
                     if run.stop.is_set():  # taken while stopping: dropped, not processed
                         for job in jobs:
                             self._count("frames_cleared", camera=job.camera)
@@ -675,6 +677,8 @@ class InferenceLoop:
                 self._problem("propagator", f"propagation error, frame skipped: {exc!r}")
 
     def _propagate_one(self, run: _Run, tracking, job: Job) -> None:
+        if any(job is taken for taken in run.taken):
+            return  # the worker has it: its inference result will come
         frame = resolve(job.frame)
         if frame is None:
             return
