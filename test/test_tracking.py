@@ -226,3 +226,65 @@ def test_tracks_add_a_scene_object_when_stable_move_it_and_remove_it_when_they_e
     tracker.update(6.0, {"p": [obs(300, 200, point=(0, 0, 1.0))]}, ["p"])
     tracker.update(6.5, {"p": [obs(300, 200, point=(0, 0, 1.0))]}, ["p"])
     assert [e.kind for e in tracker.update(7.0, {}, ["q"]).events] == ["remove"]
+
+
+# --- the loop with the tracking stage (real time, a 3 s sequence) ----------------------
+def test_propagation_carries_boxes_between_inferences_without_changing_decisions():
+    from clip_perception.core.detect.detector import Detector
+    from clip_perception.testing import known_answer
+    from clip_perception.testing.sequences import make_sequence
+    from clip_perception.tools.sequence_eval import propagation_errors, run_sequence
+
+    seq = make_sequence("moving", seed=1, duration=3.0, speed=120.0)
+    run = run_sequence(Detector(known_answer.load("linear")), seq, period=0.5, propagate=True)
+    propagated, held, count = propagation_errors(run)
+    assert count >= 5 and run.counters["frames_propagated"] >= count
+    assert propagated < held / 2, (propagated, held)
+    last = None
+    for doc in run.docs:  # publication order
+        entry = doc.targets[0]
+        if doc.source == "inference":
+            last = entry
+        else:
+            assert (entry.present, entry.steady, entry.track_id) == (
+                last.present, last.steady, last.track_id)
+    assert len({d.targets[0].track_id for d in run.docs if d.targets[0].present}) == 1
+
+
+# --- the sequence benchmark's figures -------------------------------------------------
+def test_sequences_hide_and_return_the_object_with_truth_per_frame():
+    from clip_perception.testing.sequences import make_sequence
+
+    seq = make_sequence("leave_return", seed=2, away=2.0, fps=5.0)
+    truth = [f.truth["a"] for f in seq.frames()]
+    gone = [i for i, b in enumerate(truth) if b is None]
+    assert gone and truth[0] is not None and truth[-1] is not None
+    assert len(gone) >= 2.0 * 5 - 1 and gone == list(range(gone[0], gone[-1] + 1))
+    crossing = make_sequence("crossing", seed=3, fps=2.0)
+    assert crossing.instances == ["a", "b"] and crossing.phrase.endswith(" block")
+
+
+def test_benchmark_figures_count_switches_reidentification_flicker_and_latency():
+    from clip_perception.testing.sequences import make_sequence
+    from clip_perception.tools.sequence_eval import (
+        Run,
+        flicker_per_minute,
+        id_switches,
+        latency,
+        reidentified,
+    )
+
+    seq = make_sequence("leave_return", seed=2, away=2.0, fps=1.0)
+    run = Run(seq)
+    box = (100, 100, 180, 180)
+    plan = [("x", box, False), ("x", box, True), (None, None, True), ("y", box, False),
+            ("y", box, True)]
+    for i, (track_id, where, stable) in enumerate(plan):
+        stamp = 10**9 * (i + 1)
+        run.truth[stamp] = {"a": where}
+        entry = TargetEntry(seq.phrase, where is not None, 0.9, where, track_id=track_id,
+                            stable=stable)
+        run.docs.append(FrameResult(stamp, "cam", 640, 480, (entry,)))
+    assert id_switches(run) == 1 and reidentified(run) is False
+    assert latency(run) == 2
+    assert flicker_per_minute(run) == pytest.approx(2 * 60.0 / seq.duration)
