@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = Path(__file__).resolve().parent
 COLOR_MODEL = "clip_perception.testing.color_encoder:factory"
 SLOW_MODEL = "slow_encoder:factory"  # test/slow_encoder.py
+# detected follows each single frame (stable after 1 of 1, off after 1 miss): the tests
+# that send one scene and check detected; the tracking tests pass the node's defaults
+PER_FRAME = {"stable_k": 1, "stable_n": 1, "stable_m": 1}
 
 
 def ros_env(domain: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -40,8 +43,8 @@ class NodeProcess(node_process.NodeProcess):
 
     def __init__(self, domain: int, log_path: Path, params: dict[str, object] | None = None,
                  env: dict[str, str] | None = None, remaps: dict[str, str] | None = None):
-        super().__init__(ros_env(domain, env), log_path, {"model": COLOR_MODEL, **(params or {})},
-                         remaps, cwd=REPO)
+        super().__init__(ros_env(domain, env), log_path,
+                         {"model": COLOR_MODEL, **PER_FRAME, **(params or {})}, remaps, cwd=REPO)
 
 
 class Probe:

@@ -52,23 +52,24 @@ def heatmap_image(detection: Detection, header: Header) -> Image:
                  step=detection.width * 4, data=full.tobytes())
 
 
-def detection_array(detection: Detection, header: Header, msgs=None):
+def detection_array(detection: Detection, header: Header, msgs=None, ids=None):
     """A vision_msgs/Detection2DArray with one detection per found target.
 
     ``class_id`` is the target phrase, ``score`` its probability and the bbox
-    the target's region (centre and size, pixels). ``msgs`` defaults to
+    the target's region (centre and size, pixels); ``id`` is the target's track
+    id from ``ids`` (one per target), else the phrase. ``msgs`` defaults to
     ``vision_msgs.msg``; returns None when that is not installed.
     """
     msgs = msgs or vision_msgs
     if msgs is None:
         return None
     array = msgs.Detection2DArray(header=header)
-    for target in detection.targets:
+    for i, target in enumerate(detection.targets):
         if not target.present:
             continue
         x0, y0, x1, y1 = target.box
         item = msgs.Detection2D(header=header)
-        item.id = target.phrase
+        item.id = (ids[i] if ids is not None and ids[i] else None) or target.phrase
         hypothesis = msgs.ObjectHypothesisWithPose()
         hypothesis.hypothesis.class_id = target.phrase
         hypothesis.hypothesis.score = float(target.score)

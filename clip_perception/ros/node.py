@@ -53,17 +53,21 @@ from ..core.runtime.inference_loop import InferenceLoop, Result
 from ..core.runtime.log_throttle import ProblemLog
 from ..core.runtime.memory import configure_allocator, malloc_trim, release_memory
 from ..core.runtime.target_updates import BackgroundUpdates
+from ..core.track.tracking_stage import TrackingStage
 from . import param_hooks
 from .diagnostics import Diagnostics
 from .inputs import CameraInput, image_qos
+from .messages import stamp_ns
 from .outputs import RELIABLE, Outputs
 from .parameters import (
     DETECTOR_FIELDS,
     PARAMS,
+    TRACKING_FIELDS,
     camera_names,
     depth_range,
     descriptor,
     detector_config,
+    tracking_config,
 )
 from .rgbd_inputs import RgbdCameraInput
 from .spatial_outputs import SpatialOutputs
@@ -113,6 +117,13 @@ class PerceptionNode(LifecycleNode):
             names = camera_names(self._values)
         except ValueError as exc:  # reported at configure, which fails
             self._camera_error, names = str(exc), ("",)
+        try:
+            tracking = tracking_config(self._values)
+        except ValueError:  # reported at configure, which fails
+            tracking = None
+        self.tracking = TrackingStage(lambda header: stamp_ns(header) * 1e-9,
+                                      *(() if tracking is None else (tracking,)),
+                                      camera_state=self._camera_state)
         self.loop = InferenceLoop(
             self._publish_result, report=lambda kind, message: self.problems.report(kind, message),
             want_heatmap=lambda: any(  # use_depth: heatmaps weight the 3D positions
@@ -120,7 +131,7 @@ class PerceptionNode(LifecycleNode):
                 for c in self.cameras.values()),
             health=Health(window=HEALTH_WINDOW_PERIODS * period,
                           no_frames_after=self._values["no_frames_timeout"] or None),
-            cameras=names)
+            cameras=names, tracking=self.tracking)
         v = self._values
         self.cameras: dict[str, Camera] = {}
         for name in names:
@@ -206,6 +217,7 @@ class PerceptionNode(LifecycleNode):
             config = detector_config(v)
             image_qos(v["image_reliability"], v["image_qos_depth"])
             depth_range(v)
+            self.tracking.configure(tracking_config(v))
         except (ConfigError, ValueError) as exc:
             log.error(f"invalid parameters: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -239,6 +251,12 @@ class PerceptionNode(LifecycleNode):
         if encoder is not None:
             self._model_ready(self.loop.detector)
         return TransitionCallbackReturn.SUCCESS
+
+    def _camera_state(self, name: str):
+        """A camera's intrinsics (or None) and why not, for the tracking stage."""
+        camera = getattr(self, "cameras", {}).get(name)
+        state = getattr(camera.input, "camera_state", None) if camera is not None else None
+        return state() if state is not None else (None, None)
 
     def _make_detector(self) -> Detector:
         """A detector for the current parameters (the model loader's thread)."""
@@ -341,6 +359,11 @@ class PerceptionNode(LifecycleNode):
                 detector_config(values)
             except (ConfigError, TypeError, ValueError) as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
+        if changed & set(TRACKING_FIELDS):
+            try:
+                tracking_config(values)
+            except (TypeError, ValueError) as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params) -> None:
@@ -351,6 +374,8 @@ class PerceptionNode(LifecycleNode):
             config = detector_config(self._values)
             self.updates.submit("settings", partial(
                 self.loop.configure, lambda detector: detector.configure(config)))
+        if changed & set(TRACKING_FIELDS):
+            self.tracking.configure(tracking_config(self._values))
         if "target" in changed:
             text = self._values["target"]
             source, self._command_source = self._command_source, None

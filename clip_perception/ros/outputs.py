@@ -8,6 +8,8 @@ points, a second camera's topics) is another method or another instance.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Bool, String
@@ -59,13 +61,17 @@ class Outputs:
             self.pubs["targets"].publish(String(data=", ".join(phrases)))
 
     def publish(self, result: Result) -> None:
-        """Every output of one result, stamped with its frame's header."""
+        """Every output of one result, stamped with its frame's header. With tracks,
+        ``detected`` is every target's ``stable`` and ``region`` the first target's
+        box (its track's while it is not found in this frame)."""
         pubs, detection, header = self.pubs, result.detection, result.header
-        pubs["detected"].publish(Bool(data=detection.present))
-        if detection.present:
-            pubs["region"].publish(region(detection.targets[0]))
+        detected, first = tracked_region(result)
+        pubs["detected"].publish(Bool(data=detected))
+        if first is not None:
+            pubs["region"].publish(first)
         if "detections" in pubs:
-            pubs["detections"].publish(detection_array(detection, header))
+            pubs["detections"].publish(detection_array(detection, header,
+                                                       ids=track_ids(result)))
         if self.wanted("debug_image", "publish_debug_image"):
             pubs["debug_image"].publish(rgb_image(annotate(result.frame.to_rgb(), detection),
                                                   header))
@@ -88,3 +94,28 @@ class Outputs:
         for pub in self.pubs.values():
             self.node.destroy_lifecycle_publisher(pub)
         self.pubs = {}
+
+
+def track_ids(result: Result) -> list[str | None] | None:
+    """Per target of ``result``, its track id (None: untracked)."""
+    if result.tracks is None:
+        return None
+    ids = {t.phrase: t.track.id if t.track else None for t in result.tracks.targets}
+    return [ids.get(t.phrase) for t in result.detection.targets]
+
+
+def tracked_region(result: Result):
+    """``(detected, region of the first target or None)``: per frame without tracks;
+    with tracks, ``stable`` and the first target's box, or its track's box."""
+    detection = result.detection
+    if result.tracks is None:
+        return detection.present, region(detection.targets[0]) if detection.present else None
+    states = result.tracks.targets
+    detected = bool(states) and all(t.stable for t in states)
+    if not detected:
+        return False, None
+    first = detection.targets[0]
+    if first.present:
+        return True, region(first)
+    track = states[0].track
+    return True, region(replace(first, box=track.box)) if track is not None else None

@@ -15,6 +15,9 @@ from ..core.detect.config import (
     RANGES,
     DetectorConfig,
 )
+from ..core.track.hysteresis import HysteresisConfig
+from ..core.track.tracker import TrackConfig
+from ..core.track.tracking_stage import TrackingConfig
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,16 @@ PARAMS: tuple[Param, ...] = (
     Param("depth_sync_tolerance", 0.05, "largest stamp difference, seconds, between a colour "
           "frame and the depth frame paired with it", read_only=True, bounds=(0.0, 1.0)),
     Param("depth_range", [0.1, 10.0], "[min, max] metres; depth outside it is invalid"),
+    Param("track_memory", 10.0, "seconds a target's track is remembered while the object "
+          "is hidden or out of view; back within it, it keeps its track_id",
+          bounds=(0.0, 3600.0)),
+    Param("stable_k", 2, "stable turns true after stable_k of the last stable_n inferences "
+          "found the target", bounds=(1, 100)),
+    Param("stable_n", 3, "the window of inferences for stable_k", bounds=(1, 100)),
+    Param("stable_m", 3, "stable turns false after stable_m inferences in a row missed the "
+          "target", bounds=(1, 100)),
+    Param("propagate", False, "between inferences, carry each track's box to every newer "
+          "frame by optical flow and publish it with source 'propagated'"),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=True,
           bounds=(0.1, 60.0)),
     Param("no_frames_timeout", 5.0, "seconds without a colour frame, while active, after "
@@ -101,6 +114,18 @@ DETECTOR_FIELDS = (
     "crop_budget", "heatmap_stride", "box_alpha", "box_method", "mode", "verify_crops",
     "hybrid_zoom",
 )
+
+
+TRACKING_FIELDS = ("track_memory", "stable_k", "stable_n", "stable_m", "propagate",
+                   "depth_range")
+
+
+def tracking_config(values: dict) -> TrackingConfig:
+    """A validated TrackingConfig from parameter values (raises ValueError)."""
+    hysteresis = HysteresisConfig(int(values["stable_k"]), int(values["stable_n"]),
+                                  int(values["stable_m"]))
+    return TrackingConfig(TrackConfig(float(values["track_memory"]), hysteresis),
+                          bool(values["propagate"]), depth_range(values))
 
 
 def depth_range(values: dict) -> tuple[float, float]:

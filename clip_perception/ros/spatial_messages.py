@@ -87,8 +87,8 @@ def result_string(result: FrameResult) -> String:
 class MarkerTracker:
     """Builds each frame's MarkerArray and deletes markers of targets no longer found.
 
-    Each phrase keeps two marker ids (a cube and its text label) for the
-    node's life, so a planner's RViz display updates in place.
+    Each phrase (or track, with tracking) keeps two marker ids (a cube and its
+    text label) for the node's life, so a planner's RViz display updates in place.
     """
 
     def __init__(self) -> None:
@@ -100,13 +100,17 @@ class MarkerTracker:
             self._ids[phrase] = 2 * len(self._ids)
         return self._ids[phrase]
 
-    def markers(self, detection: Detection, located: Sequence, header) -> MarkerArray:
+    def markers(self, detection: Detection, located: Sequence, header,
+                keys: Sequence[str | None] | None = None) -> MarkerArray:
+        """``keys``: per target, what its marker ids belong to (a track id), default
+        the phrase."""
         array = MarkerArray()
         shown: set[int] = set()
-        for target, loc in zip(detection.targets, located):
+        for i, (target, loc) in enumerate(zip(detection.targets, located)):
             if not isinstance(loc, Position3D):
                 continue
-            base = self._id(target.phrase)
+            key = keys[i] if keys is not None and keys[i] else target.phrase
+            base = self._id(key)
             cube = Marker(header=header, ns=MARKER_NS, id=base, type=Marker.CUBE,
                           action=Marker.ADD)
             _set_pose(cube.pose, loc.point)

@@ -1,5 +1,12 @@
 """The stamped outputs: ``result`` (JSON) always; ``target_pose``, ``markers`` and
-``detections_3d`` when depth is on.
+``detections_3d`` when depth is on; ``collision_objects`` (moveit_msgs/CollisionObject,
+where installed) with depth and tracks.
+
+With tracks (:mod:`clip_perception.core.track`), ``target_pose`` is the first
+target's filtered position and covariance while it is ``stable``, markers are
+per track, and each track's planning-scene object is added when it becomes
+stable, moved when it moves and removed when it ends
+(:mod:`~clip_perception.ros.scene_objects`).
 
 :class:`SpatialOutputs` sits beside :class:`~clip_perception.ros.outputs.Outputs`
 and publishes on the loop's publisher thread. Every message carries the
@@ -12,16 +19,24 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from ..core.runtime.inference_loop import Result
 from ..core.runtime.log_throttle import ProblemLog
-from ..core.spatial.locate3d import DepthInvalid, Position3D, frame_result, locate_targets
+from ..core.spatial.locate3d import DepthInvalid, Position3D, locate_targets
+from ..core.track.tracking_stage import result_document
 from .messages import stamp_ns, vision_msgs
 from .outputs import RELIABLE
-from .spatial_messages import MarkerTracker, detection3d_array, result_string, target_pose
+from .scene_objects import collision_object, moveit_msgs
+from .spatial_messages import (
+    MarkerTracker,
+    detection3d_array,
+    result_string,
+    target_pose,
+)
 
 
 class SpatialOutputs:
@@ -44,30 +59,58 @@ class SpatialOutputs:
             if vision_msgs is not None:
                 self.pubs["detections_3d"] = pub(vision_msgs.Detection3DArray,
                                                  prefix + "detections_3d", RELIABLE)
+            if moveit_msgs is not None:
+                self.pubs["collision_objects"] = pub(moveit_msgs.CollisionObject,
+                                                     prefix + "collision_objects", RELIABLE)
             self.counts.update(poses_published=0)
         self._markers = MarkerTracker()
 
     def publish(self, result: Result) -> None:
         header, detection, frame = result.header, result.detection, result.frame
+        tracks = result.tracks
         located = None
         if self.use_depth:
-            low, high = self.values["depth_range"]
-            camera, camera_problem = getattr(frame, "camera", None), None
-            if camera is None:
-                camera, camera_problem = self._camera_state()
-            located = locate_targets(detection, getattr(frame, "depth", None), camera,
-                                     (low, high), getattr(frame, "missing", None) or
-                                     camera_problem)
+            located = tracks.located if tracks is not None else None
+            if located is None:
+                low, high = self.values["depth_range"]
+                camera, camera_problem = getattr(frame, "camera", None), None
+                if camera is None:
+                    camera, camera_problem = self._camera_state()
+                located = locate_targets(detection, getattr(frame, "depth", None), camera,
+                                         (low, high), getattr(frame, "missing", None) or
+                                         camera_problem)
             self._count_problems(detection, located)
-            first = located[0] if located else None
-            if isinstance(first, Position3D):
-                self.pubs["target_pose"].publish(target_pose(first, header))
+            pose = self._pose(located, tracks)
+            if pose is not None:
+                self.pubs["target_pose"].publish(target_pose(pose, header))
                 self.counts["poses_published"] += 1
-            self.pubs["markers"].publish(self._markers.markers(detection, located, header))
+            keys = None if tracks is None else [
+                next((s.track.id for s in tracks.targets
+                      if s.phrase == t.phrase and s.track is not None), None)
+                for t in detection.targets]
+            self.pubs["markers"].publish(self._markers.markers(detection, located, header,
+                                                               keys))
             if "detections_3d" in self.pubs:
                 self.pubs["detections_3d"].publish(detection3d_array(detection, located, header))
+            if "collision_objects" in self.pubs and tracks is not None:
+                for event in tracks.events:
+                    self.pubs["collision_objects"].publish(collision_object(event, header))
+                    self.counts[f"collision_objects_{event.kind}"] += 1
         self.pubs["result"].publish(result_string(
-            frame_result(stamp_ns(header), header.frame_id, detection, located)))
+            result_document(stamp_ns(header), header.frame_id, detection, tracks, located)))
+
+    @staticmethod
+    def _pose(located, tracks) -> Position3D | None:
+        """The first target's pose: its track's filtered one while stable, else the frame's."""
+        if tracks is not None:
+            state = tracks.targets[0] if tracks.targets else None
+            track = state.track if state is not None else None
+            if state is None or not state.stable or track is None or track.point is None:
+                return None
+            return Position3D(np.asarray(track.point), np.asarray(track.covariance).reshape(3, 3),
+                              np.asarray(track.size or (0.0, 0.0, 0.0)), 0, 0)
+        first = located[0] if located else None
+        return first if isinstance(first, Position3D) else None
 
     def _count_problems(self, detection, located) -> None:
         for target, loc in zip(detection.targets, located):

@@ -21,6 +21,9 @@ With ``--rgbd`` it runs generated RGB-D scenes (or an RGB-D labelled bag)
 instead and reports the 3D position error of found targets against the truth,
 per depth encoding: the share within the goal (<= 2 cm or <= 2% of the
 distance, whichever is larger), median and 95th percentile error.
+
+With ``--sequences`` it runs the tracking benchmark of
+:mod:`clip_perception.tools.sequence_eval` instead.
 """
 
 from __future__ import annotations
@@ -319,7 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rgbd", action="store_true",
                         help="3D position error on generated RGB-D scenes (or an RGB-D "
                              "labelled bag), in both depth encodings")
+    from . import sequence_eval
+
+    sequence_eval.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.sequences:
+        return sequence_eval.main_sequences(args)
     if sum(bool(x) for x in (args.model, args.encoder, args.all_encoders)) > 1:
         parser.error("give one of --model, --encoder and --all-encoders")
     if args.dense_cell is not None and (args.model or args.dense_cell < 1):

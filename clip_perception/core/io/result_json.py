@@ -4,7 +4,8 @@ No ROS import. One document per processed frame, carried in std_msgs/String,
 readable by a Python planner or an LLM agent without vision_msgs::
 
     {
-      "schema": "clip_perception/result", "version": 1,
+      "schema": "clip_perception/result", "version": 1, "revision": 2,
+      "source": "inference",                      # or "propagated" (below)
       "stamp": {"sec": 1700000000, "nanosec": 500000000},
       "frame_id": "camera_color_optical_frame",
       "image": {"width": 640, "height": 480},
@@ -14,7 +15,14 @@ readable by a Python planner or an LLM agent without vision_msgs::
          "position": [x, y, z],                   # metres, optical frame; null if none
          "covariance": [9 values, row-major 3x3], # m^2; null when position is null
          "depth_status": "ok",                    # or a reason: depth_missing, depth_zero, ...
-         "second": {"box": [x0, y0, x1, y1], "score": 0.91}}  # or null (below)
+         "second": {"box": [x0, y0, x1, y1], "score": 0.91,
+                    "track_id": "red_mug_2"},     # or null (below); track_id if tracked
+         "track_id": "red_mug_1",                 # the object's identity; null if untracked
+         "stable": true,                          # steady presence (below)
+         "track": {"box": [x0, y0, x1, y1],       # the track's smoothed box
+                   "position": [x, y, z],         # filtered, metres; null without depth
+                   "covariance": [9 values],      # its covariance, m^2; null likewise
+                   "age": 0.0}}                   # s since the object was last found
       ]
     }
 
@@ -29,6 +37,22 @@ another region, apart from ``box``, that scores present on its own: a second
 instance of the target. ``box`` is always the more confident one, so a planner
 that wants one object takes ``box`` and one that wants them all reads ``second``
 too. Null when the target is not present or no other region scores present.
+
+Revision 2 (``revision``; absent in older documents, which are revision 1) adds
+tracks, each field optional for a reader: ``track_id`` (a string, the same
+while it is the same object, also after it was hidden or out of view for up
+to the node's ``track_memory``), ``stable`` (true after ``stable_k`` of the
+last ``stable_n`` inferences found the target, false after ``stable_m``
+missed it in a row; ``present`` stays the single frame's decision), ``track``
+(the track's smoothed box and filtered 3D position, also while the target is
+briefly not found; null when there is no track), ``second.track_id`` and the
+document's ``source``: ``"inference"`` for a frame CLIP answered,
+``"propagated"`` for a newer frame whose boxes the node carried there by
+optical flow (``present`` and ``stable`` then repeat the last inference).
+:func:`parse_result` reads an older document's ``stable`` as its ``present``,
+``source`` as ``"inference"`` and the other new fields as null. A reader of
+revision 1 reads a revision 2 document unchanged (it ignores fields it does
+not know); a change that such a reader would misread gets a new ``version``.
 """
 
 from __future__ import annotations
@@ -40,6 +64,9 @@ from dataclasses import dataclass
 
 SCHEMA = "clip_perception/result"
 VERSION = 1
+REVISION = 2
+SOURCE_INFERENCE = "inference"
+SOURCE_PROPAGATED = "propagated"
 STATUS_OK = "ok"
 STATUS_NOT_REQUESTED = "not_requested"
 STATUS_NOT_FOUND = "not_found"
@@ -47,6 +74,16 @@ STATUS_NOT_FOUND = "not_found"
 
 class ResultSchemaError(ValueError):
     """A document that is not a result of a schema version this code reads."""
+
+
+@dataclass(frozen=True)
+class TrackEntry:
+    """A target's track in one frame: smoothed box, filtered position (or None)."""
+
+    box: tuple[int, int, int, int]
+    position: tuple[float, float, float] | None = None
+    covariance: tuple[float, ...] | None = None
+    age: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +97,15 @@ class TargetEntry:
     depth_status: str = STATUS_NOT_REQUESTED
     second_box: tuple[int, int, int, int] | None = None
     second_score: float = 0.0
+    track_id: str | None = None
+    stable: bool | None = None      # None: not tracked (written as ``present``)
+    track: TrackEntry | None = None
+    second_track_id: str | None = None
+
+    @property
+    def steady(self) -> bool:
+        """``stable`` where the document has it, else ``present``."""
+        return self.present if self.stable is None else self.stable
 
 
 @dataclass(frozen=True)
@@ -69,6 +115,8 @@ class FrameResult:
     width: int
     height: int
     targets: tuple[TargetEntry, ...]
+    source: str = SOURCE_INFERENCE
+    revision: int = REVISION
 
     @property
     def phrases(self) -> tuple[str, ...]:
@@ -99,20 +147,44 @@ def result_json(result: FrameResult) -> str:
             and t.covariance is not None else None,
             "depth_status": t.depth_status,
             "second": ({"box": [int(v) for v in t.second_box],
-                        "score": round(float(t.second_score), 6)}
+                        "score": round(float(t.second_score), 6),
+                        **({"track_id": t.second_track_id} if t.second_track_id else {})}
                        if t.present and t.second_box is not None else None),
+            "track_id": t.track_id,
+            "stable": bool(t.steady),
+            "track": _track_json(t.track),
         })
-    doc = {"schema": SCHEMA, "version": VERSION, "stamp": {"sec": sec, "nanosec": nanosec},
+    doc = {"schema": SCHEMA, "version": VERSION, "revision": REVISION,
+           "source": result.source, "stamp": {"sec": sec, "nanosec": nanosec},
            "frame_id": result.frame_id,
            "image": {"width": int(result.width), "height": int(result.height)},
            "targets": targets}
     return json.dumps(doc, separators=(",", ":"))
 
 
+def _track_json(track: TrackEntry | None) -> dict | None:
+    if track is None:
+        return None
+    return {"box": [int(v) for v in track.box],
+            "position": _finite(track.position) if track.position is not None else None,
+            "covariance": _finite(track.covariance) if track.position is not None
+            and track.covariance is not None else None,
+            "age": round(float(track.age), 3)}
+
+
 def _second(entry) -> tuple[tuple[int, int, int, int] | None, float]:
     if entry is None:
         return None, 0.0
     return tuple(int(v) for v in entry["box"]), float(entry["score"])
+
+
+def _track(entry) -> TrackEntry | None:
+    if entry is None:
+        return None
+    return TrackEntry(tuple(int(v) for v in entry["box"]),
+                      tuple(entry["position"]) if entry.get("position") is not None else None,
+                      tuple(entry["covariance"]) if entry.get("covariance") is not None
+                      else None, float(entry.get("age", 0.0)))
 
 
 def parse_result(text: str) -> FrameResult:
@@ -134,9 +206,14 @@ def parse_result(text: str) -> FrameResult:
                         tuple(t["position"]) if t["position"] is not None else None,
                         tuple(t["covariance"]) if t["covariance"] is not None else None,
                         t["depth_status"],
-                        *_second(t.get("second")))
+                        *_second(t.get("second")),
+                        t.get("track_id"),
+                        bool(t["stable"]) if "stable" in t else None,
+                        _track(t.get("track")),
+                        (t.get("second") or {}).get("track_id"))
             for t in doc["targets"])
         return FrameResult(int(stamp), doc["frame_id"], int(doc["image"]["width"]),
-                           int(doc["image"]["height"]), targets)
+                           int(doc["image"]["height"]), targets,
+                           doc.get("source", SOURCE_INFERENCE), int(doc.get("revision", 1)))
     except (KeyError, TypeError) as exc:
         raise ResultSchemaError(f"malformed {SCHEMA} document: {exc!r}") from exc

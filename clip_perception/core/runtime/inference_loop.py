@@ -24,7 +24,15 @@ this result":
   until it loads;
 * health (:mod:`.health`, one for the loop) and counters, also per camera
   (:meth:`~InferenceLoop.camera_figures`); found/not-found changes are
-  tracked per camera.
+  tracked per camera;
+* a tracking stage, when given (``tracking``, e.g.
+  :class:`~clip_perception.core.track.tracking_stage.TrackingStage`): its
+  ``observe(job, detection, detector, phrases)`` runs on the worker thread
+  after each detection (stamp order per camera) and its answer rides on the
+  :class:`Result` as ``tracks``; with ``tracking.propagating`` every submitted
+  frame also goes to a newest-frame slot of its own, and a propagation thread
+  publishes ``tracking.propagate(job)``'s answers as results whose ``source``
+  is ``"propagated"`` (found/not-found changes ignore them).
 
 Every worker and publisher iteration is guarded: an exception is counted,
 reported through ``report(kind, message)``, and the loop goes on. A failed
@@ -51,7 +59,7 @@ CAMERA_COUNTERS = ("frames_submitted", "frames_processed", "frames_failed")
 COUNTERS = ("frames_submitted", "frames_processed", "frames_without_target", "frames_failed",
             "results_superseded", "results_after_stop", "publish_failed", "loop_errors",
             "target_updates", "target_updates_failed", "stop_timeouts", "frames_cleared",
-            "remote_request_errors")
+            "remote_request_errors", "frames_propagated", "propagated_dropped")
 
 _log = logging.getLogger(__name__)
 
@@ -131,6 +139,8 @@ class Result:
     received: float
     changes: list = field(default_factory=list)
     camera: str = ""
+    tracks: Any = None          # the tracking stage's answer for this frame, if any
+    source: str = "inference"   # or "propagated" (boxes carried by the tracking stage)
 
 
 class _Run:
@@ -145,6 +155,8 @@ class _Run:
         self.found_version = -1
         self.worker: threading.Thread | None = None
         self.publisher: threading.Thread | None = None
+        self.propagator: threading.Thread | None = None
+        self.taken: tuple = ()  # the jobs the worker took last (not propagated then)
 
 
 class InferenceLoop:
@@ -161,6 +173,7 @@ class InferenceLoop:
             submitted with their camera's name.
         max_batch: frames detected together at most (default: one per camera).
         rate_window: seconds over which :meth:`camera_figures` measures ``rate_hz``.
+        tracking: a tracking stage (see the module docstring), or None.
     """
 
     def __init__(self, publish: Callable[[Result], None], *,
@@ -170,7 +183,7 @@ class InferenceLoop:
                  outbox_size: int = 2, poll: float = 0.2,
                  clock: Callable[[], float] = time.perf_counter,
                  cameras: Sequence[str] = ("",), max_batch: int | None = None,
-                 rate_window: float = 10.0):
+                 rate_window: float = 10.0, tracking: Any = None):
         self._publish = publish
         self._report = report or (lambda kind, message: _log.warning(message))
         self._want_heatmap = want_heatmap
@@ -189,6 +202,8 @@ class InferenceLoop:
         self.max_batch = max(1, int(max_batch or len(self.cameras)))
         self._rate_window = rate_window
         self._slot: CameraSlots[Job] = CameraSlots(self.cameras)
+        self.tracking = tracking
+        self._flow_slot: CameraSlots[Job] = CameraSlots(self.cameras)
         self._camera_counts: dict[str, Counter[str]] = {
             c: Counter(dict.fromkeys(CAMERA_COUNTERS, 0)) for c in self.cameras}
         self._camera_cleared: Counter[str] = Counter()
@@ -458,8 +473,10 @@ class InferenceLoop:
             return
         self._count("frames_submitted", camera=camera)
         self.health.input()
-        self._slot.put(camera, Job(header, frame, self._clock() if received is None
-                                   else received, camera))
+        job = Job(header, frame, self._clock() if received is None else received, camera)
+        self._slot.put(camera, job)
+        if self.tracking is not None and self.tracking.propagating:
+            self._flow_slot.put(camera, job)
 
     # --- start / stop ---------------------------------------------------------------
     def start(self) -> None:
@@ -470,14 +487,19 @@ class InferenceLoop:
             run = _Run(self._outbox_size)
             self._slot.clear()
             self._slot.reopen()
+            self._flow_slot.clear()
+            self._flow_slot.reopen()
             self._run = run
         self.health.started()
         run.worker = threading.Thread(target=self._work, args=(run,),
                                       name="clip_perception_worker", daemon=True)
         run.publisher = threading.Thread(target=self._publish_loop, args=(run,),
                                          name="clip_perception_publisher", daemon=True)
+        run.propagator = threading.Thread(target=self._propagate_loop, args=(run,),
+                                          name="clip_perception_propagator", daemon=True)
         run.worker.start()
         run.publisher.start()
+        run.propagator.start()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop taking frames, wait for the job in flight and publish what is queued.
@@ -494,6 +516,9 @@ class InferenceLoop:
         run.stop.set()
         self._slot.close()
         self._slot.clear()  # no frame from before the stop survives it
+        self._flow_slot.close()
+        self._flow_slot.clear()
+        run.propagator.join(timeout)
         run.worker.join(timeout)
         finished = not run.worker.is_alive()
         if not finished:
@@ -525,6 +550,7 @@ class InferenceLoop:
                     jobs = [job for _, job in self._slot.take(self.max_batch, self._poll)]
                     if not jobs:
                         continue
+                    run.taken = tuple(jobs)
                     if run.stop.is_set():  # taken while stopping: dropped, not processed
                         for job in jobs:
                             self._count("frames_cleared", camera=job.camera)
@@ -625,6 +651,12 @@ class InferenceLoop:
             return
         result = Result(job.header, job.frame, detection, targets, with_heatmap, job.received,
                         camera=job.camera)
+        if self.tracking is not None:
+            try:
+                result.tracks = self.tracking.observe(job, detection, detector, targets.phrases)
+            except Exception as exc:  # the detection is still published, untracked
+                self._problem("tracking", f"tracking failed, result published without "
+                                          f"tracks: {exc!r}")
         while True:  # bounded: inference waits if publishing lags
             try:
                 run.outbox.put(result, timeout=self._poll)
@@ -663,6 +695,41 @@ class InferenceLoop:
             except Exception as exc:
                 self._problem("release", f"releasing the model failed: {exc!r}")
 
+    # --- propagation thread ---------------------------------------------------------
+    def _propagate_loop(self, run: _Run) -> None:
+        """Carry the tracks to frames newer than the last inference (``propagate`` on)."""
+        while not run.stop.is_set():
+            try:
+                taken = self._flow_slot.take(len(self.cameras), self._poll)
+                tracking = self.tracking
+                if not taken or tracking is None or not tracking.propagating:
+                    continue
+                for _, job in taken:
+                    self._propagate_one(run, tracking, job)
+            except Exception as exc:
+                self._count("loop_errors")
+                self._problem("propagator", f"propagation error, frame skipped: {exc!r}")
+
+    def _propagate_one(self, run: _Run, tracking, job: Job) -> None:
+        if any(job is taken for taken in run.taken):
+            return  # the worker has it: its inference result will come
+        frame = resolve(job.frame)
+        if frame is None:
+            return
+        targets = self._targets
+        job = job if frame is job.frame else replace(job, frame=frame)
+        answer = tracking.propagate(job)
+        if answer is None or run.abandoned.is_set() or targets.version != self._targets.version:
+            return
+        detection, tracks = answer
+        result = Result(job.header, frame, detection, targets, False, job.received,
+                        camera=job.camera, tracks=tracks, source="propagated")
+        try:
+            run.outbox.put_nowait(result)  # inference results come first: drop, never wait
+            self._count("frames_propagated")
+        except queue.Full:
+            self._count("propagated_dropped")
+
     # --- publisher thread -----------------------------------------------------------
     def _publish_loop(self, run: _Run) -> None:
         while (result := run.outbox.get()) is not None:
@@ -679,7 +746,7 @@ class InferenceLoop:
         if run.found_version != result.targets.version:
             run.found, run.found_version = {}, result.targets.version
         found = run.found.setdefault(result.camera, {})
-        for target in result.detection.targets:
+        for target in result.detection.targets if result.source == "inference" else ():
             if found.get(target.phrase) != target.present:
                 found[target.phrase] = target.present
                 result.changes.append(target)
@@ -691,6 +758,8 @@ class InferenceLoop:
             self._problem("publish", f"publishing failed: {exc!r}")
             return
         self.timings.add("publish", self._clock() - start)
+        if result.source != "inference":
+            return  # counted in frames_propagated
         self._count("frames_processed", camera=result.camera)
         with self._lock:
             self._result_times[result.camera].append(self._clock())

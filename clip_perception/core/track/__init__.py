@@ -1,0 +1,1 @@
+"""Tracks: identity across frames, steady presence, filtered positions (no ROS)."""

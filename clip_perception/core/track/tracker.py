@@ -1,0 +1,297 @@
+"""Tracks of one camera: association, memory, steady presence and filtered positions.
+
+Per inference frame, each target phrase's found regions (``box`` and
+``second``) are assigned to that phrase's tracks by :func:`.association.solve`
+on a gated cost:
+
+* geometry: the distance of the region's centre from the track's predicted
+  box, in units of the box's size, against a gate that widens with the time
+  since the track was last seen (an object may come back elsewhere), plus
+  ``1 - IoU``; a size change beyond :data:`MAX_SIZE_RATIO` is not the same object;
+* 3D, where both have a position and the track was seen within
+  :data:`RECENT` s: the Mahalanobis distance to the filter's prediction; a
+  jump beyond the chi-square gate starts a new track;
+* appearance: the region embedding's cosine distance to the track's stored
+  embedding relative to the track's own past matches (:mod:`.appearance`);
+  far beyond them is not the same object.
+
+A region left unassigned starts a track; a track unseen for ``memory`` s ends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .appearance import AppearanceMemory
+from .association import INFEASIBLE, box_iou, centre_distance, size_ratio, solve
+from .filters import GATE_3D, BoxFilter, Kalman3D
+from .hysteresis import Hysteresis, HysteresisConfig
+
+GATE = 1.0             # box sizes: how far a region may be from a track's prediction...
+GATE_GROWTH = 1.5      # ...plus this many box sizes per second unseen
+MAX_SIZE_RATIO = 2.5   # a region this much wider or taller than the track is another object
+APPEARANCE_GATE = 4.0  # distance ratio beyond which a region is another object
+RECENT = 1.0           # s: tracks seen this recently are gated in 3D and preferred
+LOST_PENALTY = 0.5     # cost added for a track not seen recently
+MOVE_METRES = 0.005    # a stable track's position change that is reported as a move
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """``memory``: seconds a track unseen is remembered; ``hysteresis``: steady presence."""
+
+    memory: float = 10.0
+    hysteresis: HysteresisConfig = HysteresisConfig()
+
+
+@dataclass
+class Observation:
+    """One found region of a target in one frame."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    embedding: np.ndarray | None = None
+    point: np.ndarray | None = None       # metres, optical frame
+    covariance: np.ndarray | None = None  # 3x3, m^2
+    size: np.ndarray | None = None        # metres (x, y, z extent)
+    context: np.ndarray | None = None     # the whole frame's embedding
+
+
+@dataclass
+class Track:
+    """One object over time."""
+
+    id: str
+    phrase: str
+    boxes: BoxFilter
+    appearance: AppearanceMemory
+    hysteresis: Hysteresis
+    first_seen: float
+    last_seen: float
+    score: float
+    kalman: Kalman3D | None = None
+    size: np.ndarray | None = None
+    hits: int = 1
+    added: bool = False            # a collision object was added for it
+    reported_point: np.ndarray | None = None
+
+    @property
+    def stable(self) -> bool:
+        return self.hysteresis.stable
+
+    def box(self, t: float) -> tuple[float, float, float, float]:
+        return self.boxes.predicted(t, horizon=0.0)
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """A track as published for one frame."""
+
+    id: str
+    phrase: str
+    stable: bool
+    box: tuple[int, int, int, int]
+    point: tuple[float, float, float] | None
+    covariance: tuple[float, ...] | None
+    size: tuple[float, float, float] | None
+    seen: bool            # matched in this frame
+    age: float            # seconds since last seen
+
+
+@dataclass(frozen=True)
+class TargetTracks:
+    """What the tracks say about one target in one frame: its track (the one of
+    ``box``, or the last one seen when not present), the second instance's track, and the
+    target's steady presence."""
+
+    phrase: str
+    stable: bool
+    track: TrackState | None
+    second_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SceneEvent:
+    """``add`` when a track becomes stable (with a 3D position), ``move`` when it moves,
+    ``remove`` when it ends."""
+
+    kind: str
+    track: TrackState
+
+
+@dataclass
+class TrackFrame:
+    """The tracking stage's output for one frame."""
+
+    stamp: float
+    source: str                                  # "inference" or "propagated"
+    targets: list[TargetTracks]
+    events: list[SceneEvent] = field(default_factory=list)
+    located: list | None = None                  # per target: 3D or why not; None: no depth
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "target"
+
+
+class Tracker:
+    """The tracks of one camera; not thread-safe (the tracking stage locks around it)."""
+
+    def __init__(self, config: TrackConfig = TrackConfig(), prefix: str = ""):
+        self.config = config
+        self.prefix = prefix
+        self.tracks: list[Track] = []
+        self.presence: dict[str, Hysteresis] = {}
+        self.primary: dict[str, str] = {}   # phrase -> id of the track of its ``box``
+        self._next = 0
+        self.last_stamp = float("-inf")
+        self._frame: tuple[int, int] | None = None
+
+    # --- one inference frame ----------------------------------------------------
+    def update(self, t: float, observations: dict[str, list[Observation]],
+               phrases: Sequence[str], size: tuple[int, int] | None = None) -> TrackFrame:
+        """Associate the frame's regions (per phrase: ``box`` first, then ``second``);
+        ``size``: the frame's (width, height), so a box the border cuts compares with
+        the visible part of a track's prediction."""
+        self.last_stamp = max(self.last_stamp, t)
+        self._frame = size
+        events = self._forget(t, phrases)
+        out = []
+        for phrase in phrases:
+            obs = observations.get(phrase, [])
+            presence = self.presence.setdefault(phrase, Hysteresis(self.config.hysteresis))
+            stable = presence.update(bool(obs))
+            ids = self._associate(t, phrase, obs, events)
+            if ids:
+                self.primary[phrase] = ids[0]
+            primary = self._by_id(self.primary.get(phrase))
+            out.append(TargetTracks(phrase, stable,
+                                    self.state(primary, t, seen=bool(ids)) if primary else None,
+                                    ids[1] if len(ids) > 1 else None))
+        return TrackFrame(t, "inference", out, events)
+
+    def _associate(self, t: float, phrase: str, obs: list[Observation],
+                   events: list[SceneEvent]) -> list[str]:
+        tracks = [tr for tr in self.tracks if tr.phrase == phrase]
+        cost = np.full((len(tracks), len(obs)), INFEASIBLE)
+        for i, tr in enumerate(tracks):
+            for j, o in enumerate(obs):
+                cost[i, j] = self._cost(tr, o, t)
+        pairs = dict((j, i) for i, j in solve(cost))
+        ids = []
+        matched = set()
+        for j, o in enumerate(obs):
+            if j in pairs:
+                tr = tracks[pairs[j]]
+                self._match(tr, o, t)
+            else:
+                tr = self._start(phrase, o, t)
+            matched.add(tr.id)
+            ids.append(tr.id)
+        for tr in tracks:
+            if tr.id not in matched:
+                tr.hysteresis.update(False)
+        for tr in (x for x in self.tracks if x.phrase == phrase):
+            events.extend(self._scene_events(tr, t))
+        return ids
+
+    def _cost(self, tr: Track, o: Observation, t: float) -> float:
+        dt = max(t - tr.last_seen, 0.0)
+        predicted = tr.boxes.predicted(t)
+        d = centre_distance(predicted, o.box)
+        gate = GATE + GATE_GROWTH * dt
+        visible = predicted
+        if self._frame is not None:
+            w, h = self._frame
+            visible = (max(predicted[0], 0), max(predicted[1], 0), min(predicted[2], w),
+                       min(predicted[3], h))
+            if visible[2] <= visible[0] or visible[3] <= visible[1]:
+                visible = predicted
+        if d > gate or size_ratio(visible, o.box) > MAX_SIZE_RATIO:
+            return INFEASIBLE
+        if (dt <= RECENT and tr.kalman is not None and o.point is not None
+                and tr.kalman.mahalanobis2(o.point, o.covariance, t) > GATE_3D):
+            return INFEASIBLE
+        ratio = tr.appearance.ratio(o.embedding)
+        if ratio > APPEARANCE_GATE:
+            return INFEASIBLE
+        return (d / gate + (1.0 - box_iou(predicted, o.box)) + 0.5 * ratio / APPEARANCE_GATE
+                + (LOST_PENALTY if dt > RECENT else 0.0))
+
+    def _start(self, phrase: str, o: Observation, t: float) -> Track:
+        self._next += 1
+        tr = Track(f"{self.prefix}{slug(phrase)}_{self._next}", phrase, BoxFilter(o.box, t),
+                   AppearanceMemory(None), Hysteresis(self.config.hysteresis), t, t,
+                   o.score)
+        tr.appearance.update(o.embedding, o.context)
+        if o.point is not None:
+            tr.kalman, tr.size = Kalman3D(o.point, o.covariance, t), o.size
+        tr.hysteresis.update(True)
+        self.tracks.append(tr)
+        return tr
+
+    def _match(self, tr: Track, o: Observation, t: float) -> None:
+        if t - tr.last_seen > RECENT:  # back after a while: no stale velocity
+            tr.boxes = BoxFilter(o.box, t)
+        else:
+            tr.boxes.update(o.box, t)
+        tr.appearance.update(o.embedding, o.context)
+        if o.point is not None:
+            if tr.kalman is None or t - tr.last_seen > RECENT:
+                tr.kalman = Kalman3D(o.point, o.covariance, t)
+            else:
+                tr.kalman.update(o.point, o.covariance, t)
+            tr.size = o.size if tr.size is None else 0.7 * tr.size + 0.3 * o.size
+        tr.hysteresis.update(True)
+        tr.last_seen, tr.score = t, o.score
+        tr.hits += 1
+
+    def _scene_events(self, tr: Track, t: float) -> list[SceneEvent]:
+        if tr.kalman is None or not tr.stable:
+            return []
+        point = tr.kalman.point
+        if not tr.added:
+            tr.added, tr.reported_point = True, point
+            return [SceneEvent("add", self.state(tr, t, seen=tr.last_seen == t))]
+        if np.linalg.norm(point - tr.reported_point) > MOVE_METRES:
+            tr.reported_point = point
+            return [SceneEvent("move", self.state(tr, t, seen=tr.last_seen == t))]
+        return []
+
+    def _forget(self, t: float, phrases: Sequence[str]) -> list[SceneEvent]:
+        """End tracks unseen for ``memory`` s and tracks of phrases no longer searched."""
+        keep, events = [], []
+        for tr in self.tracks:
+            if t - tr.last_seen > self.config.memory or tr.phrase not in phrases:
+                if tr.added:
+                    events.append(SceneEvent("remove", self.state(tr, t, seen=False)))
+                if self.primary.get(tr.phrase) == tr.id:
+                    del self.primary[tr.phrase]
+            else:
+                keep.append(tr)
+        self.tracks = keep
+        for phrase in [p for p in self.presence if p not in phrases]:
+            del self.presence[phrase]
+        return events
+
+    def clear(self, t: float | None = None) -> list[SceneEvent]:
+        """End every track (e.g. the node stops); their ``remove`` events."""
+        return self._forget(self.last_stamp if t is None else t, ())
+
+    # --- helpers ----------------------------------------------------------------
+    def _by_id(self, track_id: str | None) -> Track | None:
+        return next((tr for tr in self.tracks if tr.id == track_id), None)
+
+    def state(self, tr: Track, t: float, seen: bool, box=None) -> TrackState:
+        box = tr.box(t) if box is None else box
+        point = cov = size = None
+        if tr.kalman is not None:
+            point = tuple(float(v) for v in tr.kalman.point)
+            cov = tuple(float(v) for v in tr.kalman.covariance.reshape(-1))
+            size = tuple(float(v) for v in tr.size) if tr.size is not None else None
+        return TrackState(tr.id, tr.phrase, tr.stable, tuple(int(round(v)) for v in box),
+                          point, cov, size, seen, max(t - tr.last_seen, 0.0))

@@ -1,0 +1,290 @@
+"""Tracks without ROS: association, re-identification, hysteresis, filters, optical flow,
+the result document's revision 2 and the planning-scene events."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from clip_perception.core.io.result_json import (
+    FrameResult,
+    TargetEntry,
+    TrackEntry,
+    parse_result,
+    result_json,
+)
+from clip_perception.core.track.appearance import AppearanceMemory
+from clip_perception.core.track.association import INFEASIBLE, solve
+from clip_perception.core.track.filters import BoxFilter, Kalman3D
+from clip_perception.core.track.hysteresis import Hysteresis, HysteresisConfig
+from clip_perception.core.track.optical_flow import flow_box
+from clip_perception.core.track.tracker import Observation, TrackConfig, Tracker
+
+
+def obs(x, y, side=80, emb=None, point=None, sigma=0.01):
+    cov = None if point is None else np.eye(3) * sigma**2
+    return Observation((int(x), int(y), int(x + side), int(y + side)), 0.9,
+                       None if emb is None else np.asarray(emb, float),
+                       None if point is None else np.asarray(point, float), cov,
+                       None if point is None else np.array([0.1, 0.1, 0.05]))
+
+
+def ids(frame):
+    return frame.targets[0].track.id if frame.targets[0].track else None
+
+
+# --- association --------------------------------------------------------------------
+def test_the_solver_finds_the_cheapest_assignment_and_leaves_out_infeasible_pairs():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        rows, cols = (int(v) for v in rng.integers(1, 5, 2))
+        cost = rng.random((rows, cols))
+        pairs = solve(cost)
+        k = min(rows, cols)
+        best = min(sum(cost[r, c] for r, c in zip(rs, cs))
+                   for rs in itertools.permutations(range(rows), k)
+                   for cs in [tuple(range(cols))[:k]] if True) if rows >= cols else min(
+            sum(cost[r, c] for r, c in zip(range(rows), cs))
+            for cs in itertools.permutations(range(cols), rows))
+        if rows >= cols:  # columns fixed in order, rows permuted
+            best = min(sum(cost[r, c] for r, c in zip(rs, range(cols)))
+                       for rs in itertools.permutations(range(rows), cols))
+        assert len(pairs) == k and sum(cost[r, c] for r, c in pairs) == pytest.approx(best)
+    assert solve(np.array([[INFEASIBLE, 1.0], [2.0, INFEASIBLE]])) == [(0, 1), (1, 0)]
+    assert solve(np.array([[INFEASIBLE]])) == []
+
+
+def test_two_instances_of_one_phrase_are_two_tracks_that_keep_their_ids_while_moving():
+    tracker = Tracker()
+    a, b = [], []
+    for i in range(8):  # one moves right, the other left, 0.5 s apart, apart in y
+        t = i * 0.5
+        frame = tracker.update(t, {"red block": [obs(50 + 30 * i, 100), obs(500 - 30 * i, 300)]},
+                               ["red block"])
+        a.append(frame.targets[0].track.id)
+        b.append(frame.targets[0].second_id)
+    assert len(set(a)) == 1 and len(set(b)) == 1 and a[0] != b[0]
+
+
+def test_regions_swapped_in_order_still_follow_their_tracks():
+    tracker = Tracker()
+    first = tracker.update(0.0, {"p": [obs(100, 100), obs(400, 100)]}, ["p"])
+    left, right = first.targets[0].track.id, first.targets[0].second_id
+    # the detector's more confident region is now the right one
+    frame = tracker.update(0.5, {"p": [obs(405, 102), obs(103, 98)]}, ["p"])
+    assert frame.targets[0].track.id == right and frame.targets[0].second_id == left
+
+
+def test_an_object_back_within_memory_gets_its_old_id_and_after_it_a_new_one():
+    tracker = Tracker(TrackConfig(memory=10.0))
+    seen = ids(tracker.update(0.0, {"p": [obs(300, 200)]}, ["p"]))
+    tracker.update(0.5, {"p": [obs(302, 200)]}, ["p"])
+    for k in range(1, 16):  # 8 s out of view
+        assert ids(tracker.update(0.5 + 0.5 * k, {}, ["p"])) == seen, "remembered meanwhile"
+    back = tracker.update(8.5, {"p": [obs(80, 220)]}, ["p"])  # back, elsewhere
+    assert ids(back) == seen
+    tracker.update(9.0, {}, ["p"])
+    later = tracker.update(20.0, {"p": [obs(300, 200)]}, ["p"])  # 11 s later: forgotten
+    assert ids(later) != seen
+
+
+def test_a_3d_jump_beyond_the_gate_starts_a_new_track():
+    tracker = Tracker()
+    t0 = ids(tracker.update(0.0, {"p": [obs(300, 200, point=(0, 0, 1.0))]}, ["p"]))
+    same = ids(tracker.update(0.5, {"p": [obs(301, 200, point=(0.005, 0, 1.0))]}, ["p"]))
+    jump = ids(tracker.update(1.0, {"p": [obs(302, 200, point=(0.0, 0, 1.8))]}, ["p"]))
+    assert same == t0 and jump != t0
+
+
+@pytest.mark.parametrize("band", [(0.0, 1.0), (0.9, 0.1)])  # wide cosines; CLIP-like narrow
+def test_appearance_rejects_an_unlike_region_whatever_the_encoders_cosine_band(band):
+    base, spread = band
+    rng = np.random.default_rng(3)
+    common = np.zeros(16)
+    common[-1] = 1.0
+
+    def embed(direction, noise=0.02):
+        v = np.zeros(16)
+        v[direction] = 1.0
+        v += rng.normal(0, noise, 16)
+        v = v / np.linalg.norm(v)
+        return base * common + spread * v if base else v
+
+    tracker = Tracker()
+    first = ids(tracker.update(0.0, {"p": [obs(300, 200, emb=embed(0))]}, ["p"]))
+    for i in range(1, 6):
+        assert ids(tracker.update(0.5 * i, {"p": [obs(300, 200, emb=embed(0))]}, ["p"])) == first
+    other = ids(tracker.update(3.0, {"p": [obs(300, 200, emb=embed(5))]}, ["p"]))
+    assert other != first, "an unlike object in the same place is another track"
+
+
+def test_appearance_ratio_is_relative_to_the_tracks_own_matches():
+    memory = AppearanceMemory(np.array([1.0, 0.0, 0.0]))
+    assert memory.ratio(np.array([0.0, 1.0, 0.0])) == 1.0, "nothing known yet: neutral"
+    for k in range(5):
+        memory.update(np.array([1.0, 0.01 * (k % 2), 0.0]))
+    assert memory.ratio(np.array([1.0, 0.005, 0.0])) < 2.0
+    assert memory.ratio(np.array([0.0, 1.0, 0.0])) > 10.0
+
+
+# --- steady presence -----------------------------------------------------------------
+def test_stable_needs_k_of_n_found_and_ends_after_m_misses():
+    h = Hysteresis(HysteresisConfig(k=2, n=3, m=3))
+    assert [h.update(f) for f in (True, False, True, True, False, False, True, False, False,
+                                  False, True)] == [
+        False, False, True, True, True, True, True, True, True, False, False]
+    with pytest.raises(ValueError):
+        HysteresisConfig(k=4, n=3)
+
+
+def test_the_target_is_stable_while_its_track_is_briefly_missed():
+    tracker = Tracker(TrackConfig(hysteresis=HysteresisConfig(2, 3, 3)))
+    found = [True, True, False, False, True, False, False, False]
+    stable = [tracker.update(0.5 * i, {"p": [obs(300, 200)]} if f else {}, ["p"]
+                             ).targets[0].stable for i, f in enumerate(found)]
+    assert stable == [False, True, True, True, True, True, True, False]
+
+
+# --- filters ---------------------------------------------------------------------------
+def test_kalman_3d_smooths_a_still_point_and_shrinks_its_covariance():
+    rng = np.random.default_rng(1)
+    truth = np.array([0.1, -0.05, 1.0])
+    r = np.diag([0.004, 0.004, 0.003]) ** 2
+    k = Kalman3D(truth + rng.normal(0, 0.004, 3), r, 0.0)
+    estimates = []
+    for i in range(1, 40):
+        k.update(truth + rng.normal(0, [0.004, 0.004, 0.003]), r, 0.5 * i)
+        estimates.append(k.point)
+    late = np.array(estimates[10:])
+    assert np.all(late.std(axis=0) < 0.75 * np.sqrt(np.diag(r)))
+    assert np.all(np.diag(k.covariance) < np.diag(r) / 1.5)
+    assert np.linalg.norm(late.mean(axis=0) - truth) < 0.003
+
+
+def test_box_filter_follows_a_moving_box_without_growing_lag():
+    f = BoxFilter((0, 100, 80, 180), 0.0)
+    for i in range(1, 20):
+        x = 40 * i  # 80 px/s at 0.5 s steps
+        f.update((x, 100, x + 80, 180), 0.5 * i)
+    x0, _, x1, _ = f.predicted(0.5 * 19)
+    assert abs((x0 + x1) / 2 - (40 * 19 + 40)) < 4
+
+
+# --- optical flow ----------------------------------------------------------------------
+def test_optical_flow_moves_a_box_with_the_texture_inside_it():
+    rng = np.random.default_rng(2)
+    image = (rng.random((240, 320)) * 255).astype(np.uint8)
+    import cv2
+
+    image = cv2.GaussianBlur(image, (5, 5), 1.0)
+    shifted = np.roll(np.roll(image, 6, axis=1), -4, axis=0)
+    dx, dy, scale = flow_box(image, shifted, (100, 80, 180, 160))
+    assert dx == pytest.approx(6, abs=0.3) and dy == pytest.approx(-4, abs=0.3)
+    assert scale == pytest.approx(1.0, abs=0.03)
+    flat = np.full((240, 320), 128, np.uint8)
+    assert flow_box(flat, flat, (100, 80, 180, 160)) is None, "nothing to track"
+
+
+# --- the result document ---------------------------------------------------------------
+def test_result_revision_2_carries_tracks_and_older_documents_read_as_before():
+    entry = TargetEntry("red block", False, 0.2, None, track_id="red_block_3", stable=True,
+                        track=TrackEntry((10, 20, 90, 100), (0.1, 0.0, 1.0),
+                                         tuple(np.eye(3).reshape(-1) * 1e-6), 0.6))
+    text = result_json(FrameResult(5, "cam", 640, 480, (entry,), source="propagated"))
+    doc = json.loads(text)
+    assert doc["version"] == 1 and doc["revision"] == 2 and doc["source"] == "propagated"
+    back = parse_result(text)
+    assert back.source == "propagated" and back.target("red block") == entry
+    old = {k: v for k, v in doc.items() if k not in ("revision", "source")}
+    old["targets"] = [{k: v for k, v in t.items() if k not in ("track_id", "stable", "track")}
+                      for t in doc["targets"]]
+    old["targets"][0]["present"] = True
+    older = parse_result(json.dumps(old)).target("red block")
+    assert older.stable is None and older.steady is True and older.track is None
+    assert parse_result(json.dumps(old)).source == "inference"
+    assert parse_result(json.dumps(old)).revision == 1
+
+
+# --- planning-scene events -------------------------------------------------------------
+def test_tracks_add_a_scene_object_when_stable_move_it_and_remove_it_when_they_end():
+    tracker = Tracker(TrackConfig(memory=2.0, hysteresis=HysteresisConfig(2, 3, 3)))
+    kinds = []
+    for i, z in enumerate((1.0, 1.0, 1.0, 1.05, 1.1)):
+        frame = tracker.update(0.5 * i, {"p": [obs(300, 200, point=(0, 0, z), sigma=0.02)]},
+                               ["p"])
+        kinds.append([e.kind for e in frame.events])
+    assert kinds[0] == [] and kinds[1] == ["add"] and "move" in kinds[3] + kinds[4]
+    added = [e for e in tracker.update(3.0, {}, ["p"]).events]
+    assert added == []
+    removed = tracker.update(5.0, {}, ["p"]).events
+    assert [e.kind for e in removed] == ["remove"]
+    assert removed[0].track.id == frame.targets[0].track.id
+    # a phrase no longer searched ends its tracks too
+    tracker.update(6.0, {"p": [obs(300, 200, point=(0, 0, 1.0))]}, ["p"])
+    tracker.update(6.5, {"p": [obs(300, 200, point=(0, 0, 1.0))]}, ["p"])
+    assert [e.kind for e in tracker.update(7.0, {}, ["q"]).events] == ["remove"]
+
+
+# --- the loop with the tracking stage (real time, a 3 s sequence) ----------------------
+def test_propagation_carries_boxes_between_inferences_without_changing_decisions():
+    from clip_perception.core.detect.detector import Detector
+    from clip_perception.testing import known_answer
+    from clip_perception.testing.sequences import make_sequence
+    from clip_perception.tools.sequence_eval import propagation_errors, run_sequence
+
+    seq = make_sequence("moving", seed=1, duration=3.0, speed=120.0)
+    run = run_sequence(Detector(known_answer.load("linear")), seq, period=0.5, propagate=True)
+    propagated, held, count = propagation_errors(run)
+    assert count >= 5 and run.counters["frames_propagated"] >= count
+    assert propagated < held / 2, (propagated, held)
+    last = None
+    for doc in run.docs:  # publication order
+        entry = doc.targets[0]
+        if doc.source == "inference":
+            last = entry
+        else:
+            assert (entry.present, entry.steady, entry.track_id) == (
+                last.present, last.steady, last.track_id)
+    assert len({d.targets[0].track_id for d in run.docs if d.targets[0].present}) == 1
+
+
+# --- the sequence benchmark's figures -------------------------------------------------
+def test_sequences_hide_and_return_the_object_with_truth_per_frame():
+    from clip_perception.testing.sequences import make_sequence
+
+    seq = make_sequence("leave_return", seed=2, away=2.0, fps=5.0)
+    truth = [f.truth["a"] for f in seq.frames()]
+    gone = [i for i, b in enumerate(truth) if b is None]
+    assert gone and truth[0] is not None and truth[-1] is not None
+    assert len(gone) >= 2.0 * 5 - 1 and gone == list(range(gone[0], gone[-1] + 1))
+    crossing = make_sequence("crossing", seed=3, fps=2.0)
+    assert crossing.instances == ["a", "b"] and crossing.phrase.endswith(" block")
+
+
+def test_benchmark_figures_count_switches_reidentification_flicker_and_latency():
+    from clip_perception.testing.sequences import make_sequence
+    from clip_perception.tools.sequence_eval import (
+        Run,
+        flicker_per_minute,
+        id_switches,
+        latency,
+        reidentified,
+    )
+
+    seq = make_sequence("leave_return", seed=2, away=2.0, fps=1.0)
+    run = Run(seq)
+    box = (100, 100, 180, 180)
+    plan = [("x", box, False), ("x", box, True), (None, None, True), ("y", box, False),
+            ("y", box, True)]
+    for i, (track_id, where, stable) in enumerate(plan):
+        stamp = 10**9 * (i + 1)
+        run.truth[stamp] = {"a": where}
+        entry = TargetEntry(seq.phrase, where is not None, 0.9, where, track_id=track_id,
+                            stable=stable)
+        run.docs.append(FrameResult(stamp, "cam", 640, 480, (entry,)))
+    assert id_switches(run) == 1 and reidentified(run) is False
+    assert latency(run) == 2
+    assert flicker_per_minute(run) == pytest.approx(2 * 60.0 / seq.duration)
