@@ -230,29 +230,32 @@ def test_target_parameter_at_start_and_topics_follow_namespace_and_remaps(start)
 
 
 def test_a_model_that_cannot_be_loaded_exits_nonzero_saying_how_to_fix_it(ros_domain, tmp_path):
+    # Three processes that each exit at configure, started together (they share
+    # nothing: each fails before it joins the domain's graph).
     missing = NodeProcess(ros_domain, tmp_path / "missing.log",
                           {"model": "/nonexistent/ViT-B-32.pt"})
-    assert missing.wait(60) == 1
-    log = missing.log()
-    assert "does not exist" in log and "give the path of a CLIP checkpoint" in log
-    missing.stop()
-
+    bad_qos = NodeProcess(ros_domain, tmp_path / "qos.log", {"image_reliability": "fast"})
     # A named model that is not cached, with no network: the download fails fast
     # (a proxy on a closed loopback port keeps any attempt on this machine).
-    bad_qos = NodeProcess(ros_domain, tmp_path / "qos.log", {"image_reliability": "fast"})
-    assert bad_qos.wait(60) == 1
-    assert "image_reliability 'fast' must be best_effort or reliable" in bad_qos.log()
-    bad_qos.stop()
-
     offline = NodeProcess(ros_domain, tmp_path / "offline.log",
                           {"model": "ViT-B/32", "model_download_root": str(tmp_path / "cache")},
                           env={"https_proxy": "http://127.0.0.1:9", "http_proxy":
                                "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
-    assert offline.wait(120) == 1
-    log = offline.log()
-    assert "could not load CLIP model 'ViT-B/32'" in log
-    assert "ViT-B-32.pt" in log and str(tmp_path / "cache") in log
-    offline.stop()
+    try:
+        assert missing.wait(60) == 1
+        log = missing.log()
+        assert "does not exist" in log and "give the path of a CLIP checkpoint" in log
+
+        assert bad_qos.wait(60) == 1
+        assert "image_reliability 'fast' must be best_effort or reliable" in bad_qos.log()
+
+        assert offline.wait(120) == 1
+        log = offline.log()
+        assert "could not load CLIP model 'ViT-B/32'" in log
+        assert "ViT-B-32.pt" in log and str(tmp_path / "cache") in log
+    finally:
+        for process in (missing, bad_qos, offline):
+            process.stop()
 
 
 def test_lifecycle_without_autostart_waits_for_configure_and_activate(start):
