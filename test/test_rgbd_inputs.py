@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from optional import has_module
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from clip_perception.core.io.compressed import encode_compressed
@@ -94,8 +95,19 @@ def _message_filters_pairer(on_pair, tolerance_ns):
     return MessageFiltersPairer(on_pair, tolerance_ns, message_filters=fake_message_filters())
 
 
-@pytest.mark.parametrize("factory", [None, _message_filters_pairer],
-                         ids=["core", "message_filters"])
+def _real_message_filters_pairer(on_pair, tolerance_ns):
+    from clip_perception.ros.depth_pairing import MessageFiltersPairer
+
+    return MessageFiltersPairer(on_pair, tolerance_ns)
+
+
+@pytest.mark.parametrize("factory", [
+    pytest.param(None, id="core"),
+    pytest.param(_message_filters_pairer, id="message_filters"),
+    pytest.param(_real_message_filters_pairer, id="real_message_filters", marks=pytest.mark.skipif(
+        not has_module("message_filters"),
+        reason="message_filters is not installed (it comes with a ROS install, not from PyPI)")),
+])
 def test_paired_unpaired_and_bad_depth_frames_reach_the_sink_with_reasons(factory):
     """Both pairers; message_filters reads ``header`` off what the input hands it."""
     node, cam, got, logged = rig(pairer_factory=factory)
