@@ -16,6 +16,10 @@ export ROS_DOMAIN_ID
 unexport ROS_LOCALHOST_ONLY
 
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): node tests mostly wait on DDS and process start-up,
+# so three share two cores well; each file stays on one worker (its shared fixtures).
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 DEMO_ARGS ?=
 
 .PHONY: setup triton-setup test test-fast lint demo bench evaluate clean
@@ -54,11 +58,11 @@ $(TRITON_STAMP): requirements-triton.txt
 
 # Lint, then every test (DDS, Triton and slow ones included; pytest-timeout bounds each).
 test: lint $(TRITON_STAMP)
-	$(VPY) -m pytest -q test $(PYTEST_ARGS)
+	$(VPY) -m pytest -q $(XDIST) test $(PYTEST_ARGS)
 
 # The core only: no DDS, no ROS processes, nothing slow (about 30 s on 2 cores).
 test-fast: $(STAMP)
-	$(VPY) -m pytest -q test -m "not ros and not slow" $(PYTEST_ARGS)
+	$(VPY) -m pytest -q $(XDIST) test -m "not ros and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .
