@@ -133,7 +133,7 @@ def test_a_lifecycle_storm_ends_in_the_right_state_with_flat_threads_and_true_he
             gate.unlink()  # the server is back: loads now succeed (and cleanups cancel them)
         stamp += 1
         probe.image(image, stamp)  # a frame in flight (0.1 s) at a random point
-        probe.spin(rng.uniform(0.0, 0.15))
+        probe.spin(rng.uniform(0.0, 0.08))
         transition = rng.choice(moves[state])
         assert sup.transition(transition), f"step {step} (seed {seed}):\n{node.log()[-3000:]}"
         state = after[transition]
