@@ -10,7 +10,7 @@
 * with ``FAULTY_SLOW_DRAWING=<seconds>``, drawing the debug image takes that long
   (a slow publisher, so results queue behind it);
 * with ``FAULTY_IMAGE_DELAY=<seconds>``, each image batch takes that long;
-* with ``FAULTY_GATE=<path>``, loading takes 0.3 s and, while that file exists,
+* with ``FAULTY_GATE=<path>``, loading takes 0.2 s and, while that file exists,
   raises ModelUnreachableError (a model server not up yet: the node retries).
 """
 
@@ -71,7 +71,7 @@ def factory(device="cpu"):
     if gate:
         from clip_perception.core.encoder import ModelUnreachableError
 
-        time.sleep(0.3)
+        time.sleep(0.2)
         if os.path.exists(gate):
             raise ModelUnreachableError(f"no model server yet ({gate} exists)")
     kind = os.environ.get("FAULTY_REPORT_ONCE")

@@ -133,7 +133,7 @@ def test_a_lifecycle_storm_ends_in_the_right_state_with_flat_threads_and_true_he
             gate.unlink()  # the server is back: loads now succeed (and cleanups cancel them)
         stamp += 1
         probe.image(image, stamp)  # a frame in flight (0.1 s) at a random point
-        probe.spin(rng.uniform(0.0, 0.15))
+        probe.spin(rng.uniform(0.0, 0.08))
         transition = rng.choice(moves[state])
         assert sup.transition(transition), f"step {step} (seed {seed}):\n{node.log()[-3000:]}"
         state = after[transition]
@@ -184,8 +184,8 @@ def test_a_parameter_storm_refuses_bad_values_with_a_reason_and_keeps_answering(
         lambda: ("box_method", "guess"),
     ]
     image = make_scene(np.random.default_rng(3), target_colour="red", present=True).image
-    before = len(probe.received["debug_image"])
     stamp = T0 + 10**6
+    started = time.monotonic()
     for step in range(200):
         is_good = rng.random() < 0.6
         name, value = rng.choice(good if is_good else bad)()
@@ -199,7 +199,11 @@ def test_a_parameter_storm_refuses_bad_values_with_a_reason_and_keeps_answering(
             probe.image(image, stamp)
         probe.spin(0.005)
     assert node.alive(), node.log()[-3000:]
-    assert len(probe.received["debug_image"]) > before, "no answers during the storm"
+    # (each change re-versions the targets, so results of frames in flight are dropped,
+    # not published: answers are checked after the storm; /diagnostics during it)
+    times = [t for t, _ in probe.received["/diagnostics"] if t >= started]
+    gaps = np.diff([started, *times, time.monotonic()])
+    assert gaps.max() <= 3.0, f"/diagnostics stopped for {gaps.max():.1f} s in the storm"
     assert sup.set_param("target", "find the red block").successful
     assert sup.set_param("presence_threshold", 0.5).successful
     assert sup.set_param("mode", "crops").successful

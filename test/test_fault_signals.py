@@ -56,13 +56,12 @@ def test_two_sigints_at_random_moments_exit_0_without_a_traceback(ros_domain, tm
     idle = NodeProcess(ros_domain, tmp_path / "idle.log", {"model": SLOW_MODEL},
                        env=slow, remaps={"__ns": "/idle"})
     loading = NodeProcess(ros_domain, tmp_path / "loading.log", {"model": SLOW_MODEL},
-                          env={**slow, "SLOW_ENCODER_LOAD": "3"}, remaps={"__ns": "/loading"})
+                          env={**slow, "SLOW_ENCODER_LOAD": "2"}, remaps={"__ns": "/loading"})
     probe = Probe(ros_domain)
     try:
         assert wait_for_log(loading, "loading model", 60), loading.log()
-        time.sleep(rng.uniform(0.0, 2.0))  # somewhere inside the 3 s load
-        gap = interrupt_twice(loading, rng)
-        assert_clean_exit(loading, "mid-load", gap, seed)
+        time.sleep(rng.uniform(0.0, 1.5))  # somewhere inside the 2 s load
+        load_gap = interrupt_twice(loading, rng)
 
         assert probe.wait_for_node(60), busy.log()
         assert probe.command("find the red block", expect_targets="red block")
@@ -73,13 +72,14 @@ def test_two_sigints_at_random_moments_exit_0_without_a_traceback(ros_domain, tm
         assert probe.spin_until(lambda: probe.received["detected"], 20), busy.log()
         probe.image(image, T0 + 100)
         probe.spin(rng.uniform(0.05, 0.5))  # inside that frame's 0.8 s
-        gap = interrupt_twice(busy, rng)
-        assert_clean_exit(busy, "mid-frame after a command", gap, seed)
+        busy_gap = interrupt_twice(busy, rng)
 
         assert wait_for_log(idle, "active:", 60), idle.log()
-        time.sleep(rng.uniform(0.0, 0.5))
-        gap = interrupt_twice(idle, rng)
-        assert_clean_exit(idle, "idle", gap, seed)
+        idle_gap = interrupt_twice(idle, rng)
+
+        assert_clean_exit(loading, "mid-load", load_gap, seed)
+        assert_clean_exit(busy, "mid-frame after a command", busy_gap, seed)
+        assert_clean_exit(idle, "idle", idle_gap, seed)
     finally:
         probe.close()
         for node in (busy, idle, loading):

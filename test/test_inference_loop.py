@@ -704,3 +704,16 @@ def test_a_target_is_retried_while_its_encoder_is_unavailable_and_refused_when_t
                                   len(asked) < 3, retry=0.01)
     assert h.loop.targets.phrases == ("blue block",)
     assert h.loop.counters()["target_updates_failed"] == 0, "given up, not refused"
+
+
+def test_a_result_computed_with_settings_changed_meanwhile_is_not_published(h):
+    """Settings apply off the executor: a frame in flight when they change is discarded,
+    so no result of the old settings appears after the change."""
+    h.detector.gate.clear()
+    h.loop.submit(None, "old")
+    assert h.detector.entered.wait(WAIT)
+    h.loop.configure(lambda detector: None)
+    h.detector.gate.set()
+    assert until(lambda: h.loop.counters()["results_superseded"] == 1)
+    h.run("new")
+    assert h.frames() == ["new"]

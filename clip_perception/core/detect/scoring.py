@@ -54,17 +54,18 @@ class TextBank:
             missing = [p for p in dict.fromkeys(phrases) if p not in self._cache]
             if not missing:
                 return torch.stack([self._cache[p] for p in phrases])
+            if len(self._cache) + len(missing) > self.max_entries:
+                missing = list(dict.fromkeys(phrases))  # it starts over: embed them all
         embedded = dict(zip(missing, self._embed(missing)))
         with self._lock:
             if len(self._cache) + len(embedded) > self.max_entries:
                 self._cache.clear()
             self._cache.update(embedded)
-            out = [self._cache.get(p) for p in phrases]
-        if any(e is None for e in out):  # the cache was cleared meanwhile: embed the rest
-            rest = [p for p in dict.fromkeys(phrases) if p not in embedded and
-                    self._cache.get(p) is None]
+            out = [embedded[p] if p in embedded else self._cache.get(p) for p in phrases]
+        if any(e is None for e in out):  # another thread started the cache over meanwhile
+            rest = list(dict.fromkeys(p for p, e in zip(phrases, out) if e is None))
             embedded.update(zip(rest, self._embed(rest)))
-            out = [embedded.get(p) if e is None else e for p, e in zip(phrases, out)]
+            out = [embedded[p] if e is None else e for p, e in zip(phrases, out)]
         return torch.stack(out)
 
     def context(self) -> torch.Tensor:

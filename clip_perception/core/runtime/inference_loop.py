@@ -387,7 +387,9 @@ class InferenceLoop:
 
     def configure(self, apply: Callable[[Any], None]) -> None:
         """Apply a settings change to the detector (``apply(detector)``), then re-embed
-        the current targets; a failure is reported and the targets stay."""
+        the current targets; a failure is reported and the targets stay. The targets'
+        version is bumped: results computed with the old settings are not published
+        (counted as superseded)."""
         with self._update_lock:
             detector = self._detector
             if detector is None:
@@ -398,6 +400,8 @@ class InferenceLoop:
                 detector.set_targets(phrases)
             except Exception as exc:
                 self._target_failed(phrases, exc)
+            with self._lock:
+                self._targets = Targets(self._targets.version + 1, self._targets.phrases)
 
     # --- targets --------------------------------------------------------------------
     def prepare_targets(self, phrases: Sequence[str]) -> str | None:
