@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from family import FAST
 
 from clip_perception.core.detect.config import DetectorConfig
 from clip_perception.core.detect.detector import Detector
@@ -47,7 +48,8 @@ FAINT_CROPS = pytest.mark.xfail(
 
 
 @pytest.mark.parametrize(("member", "mode"), [
-    pytest.param(m, mode, marks=FAINT_CROPS) if (m, mode) == ("faint", "crops") else (m, mode)
+    pytest.param(m, mode, marks=[*([FAINT_CROPS] if (m, mode) == ("faint", "crops") else []),
+                                 *([] if m in FAST else [pytest.mark.slow])])
     for mode in ("crops", "hybrid") for m in MEMBERS])
 def test_two_instances_box_one_and_second_the_other(member: str, mode: str) -> None:
     detector = Detector(known_answer.load(member), DetectorConfig(mode=mode))
