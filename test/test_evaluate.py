@@ -108,10 +108,10 @@ def test_main_evaluates_a_labelled_bag(tmp_path, capsys) -> None:
 def test_main_all_encoders_prints_a_row_per_family_member(capsys) -> None:
     from clip_perception.testing.known_answer import family
 
-    assert main(["--all-encoders", "--scenes", "4", "--size", "160x120", "--device", "cpu",
+    assert main(["--all-encoders", "--scenes", "2", "--size", "160x120", "--device", "cpu",
                  "--seed", "0"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("encoders=") and "scenes=4" in lines[0]
+    assert lines[0].startswith("encoders=") and "scenes=2" in lines[0]
     rows = lines[1:-1]
     assert [row.split()[0] for row in rows] == list(family())
     for row in rows:
@@ -127,3 +127,12 @@ def test_main_takes_a_family_member_by_name(capsys) -> None:
         "model=clip_perception.testing.known_answer:concave")
     with pytest.raises(SystemExit):
         main(["--encoder", "nope"])
+
+
+def test_object_sizes_limit_the_hard_scenes_to_one_bucket(capsys) -> None:
+    assert main(["--encoder", "linear", "--scenes", "6", "--device", "cpu", "--seed", "0",
+                 "--object-sizes", "30-60"]) == 0
+    out = capsys.readouterr().out
+    assert "object_sizes=30-60" in out
+    sizes = [line.split()[1] for line in out.splitlines() if line.startswith("  size ")]
+    assert sizes and set(sizes) == {"30-60"}, out

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from family import members
 
 from clip_perception.core.detect.config import ConfigError, DetectorConfig
 from clip_perception.core.detect.dense_regions import fit_cells, margin_map, regions, scaled_boxes
@@ -61,7 +62,7 @@ def test_config_validates_mode_and_verify_crops() -> None:
             DetectorConfig(verify_crops=bad)
 
 
-@pytest.mark.parametrize("member", MEMBERS)
+@pytest.mark.parametrize("member", members())
 def test_every_member_finds_the_target_within_the_budget(member: str) -> None:
     encoder = known_answer.load(member)
     assert supports_dense(encoder)
@@ -203,7 +204,7 @@ def test_scaled_boxes_shrink_about_the_centre_inside_the_frame() -> None:
                                   [[0, 0, 125, 100]])
 
 
-@pytest.mark.parametrize("member", MEMBERS)
+@pytest.mark.parametrize("member", members())
 def test_hybrid_boxes_fit_on_hard_scenes_for_every_member(member: str) -> None:
     """The evaluation's hard scenes (30 px to half the frame, cut, textured, same-colour
     distractors, twins): on every member, saturating ones included, hybrid's box has
@@ -241,7 +242,7 @@ class ContextBlurred:
 
 
 @pytest.mark.parametrize("variant", ["cells_32px", "cells_48px", "context_blurred"])
-@pytest.mark.parametrize("member", MEMBERS)
+@pytest.mark.parametrize("member", members())
 def test_hybrid_boxes_hold_on_coarser_and_blurrier_dense_features(member: str,
                                                                   variant: str) -> None:
     """The family's dense path is exact per 16 px cell; real dense features are coarser

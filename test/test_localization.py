@@ -11,8 +11,10 @@ from clip_perception.core.detect.localization import (
     best_box,
     heatmap,
     max_sum_rectangle,
+    rank_fit_box,
     refine_windows,
 )
+from clip_perception.core.detect.windows import box_iou
 
 
 def test_heatmap_averages_over_covering_windows() -> None:
@@ -139,3 +141,26 @@ def test_refine_windows_are_finer_than_the_hit() -> None:
 
 def test_refine_windows_with_no_budget() -> None:
     assert refine_windows((0, 0, 50, 50), 100, 100, 0).shape == (0, 4)
+
+
+def _shares(windows: np.ndarray, box) -> np.ndarray:
+    ox = np.clip(np.minimum(windows[:, 2], box[2]) - np.maximum(windows[:, 0], box[0]), 0, None)
+    oy = np.clip(np.minimum(windows[:, 3], box[3]) - np.maximum(windows[:, 1], box[1]), 0, None)
+    return ox * oy / ((windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1]))
+
+
+@pytest.mark.parametrize("curve", [np.sqrt, lambda s: s**2, lambda s: 1 - (1 - s) ** 8])
+def test_rank_fit_recovers_a_small_object_whatever_the_response_curve(curve) -> None:
+    """Two refine grids (60 and 32 px windows) around a 36x38 px object; the score is an
+    increasing function of the share. Correlating the shares themselves with the score
+    ranks (no polish) gives a box over twice the object's area."""
+    truth = (212, 166, 248, 204)
+    windows = np.concatenate([refine_windows((180, 120, 300, 240), 640, 480, 28),
+                              refine_windows((200, 150, 265, 220), 640, 480, 28)])
+    scores = curve(_shares(windows.astype(np.float64), truth))
+    region = (150, 100, 320, 260)
+    for polish, tight in ((True, True), (False, False)):
+        box, _ = rank_fit_box(windows, scores, region, polish=polish)
+        area = ((box[2] - box[0]) * (box[3] - box[1])
+                / ((truth[2] - truth[0]) * (truth[3] - truth[1])))
+        assert (box_iou(box, truth) >= 0.8 and area <= 1.3) is tight, (polish, box, area)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from family import members
 
 from clip_perception.core.detect.config import DetectorConfig
 from clip_perception.core.detect.detector import Detector
@@ -24,7 +25,7 @@ def scenes():
     return hard_scene_set(16, seed=5)
 
 
-@pytest.mark.parametrize("name", known_answer.family())
+@pytest.mark.parametrize("name", members())
 def test_goals_hold_for_every_family_member(name: str, scenes) -> None:
     report = evaluate(Detector(known_answer.load(name)), scenes, name)
     assert report.presence_accuracy >= GOALS["presence_accuracy"], report.line()

@@ -3,7 +3,9 @@
 The node runs the known-answer colour encoder with ``cameras:=[a, b]``; the
 probe publishes a scene with the target on one camera and one without on the
 other, then swaps them, and checks every camera's detected/region/debug_image
-against its own scene, stamps and frame ids included.
+against its own scene, stamps and frame ids included. A second test runs a
+two-camera node beside a single-camera one and checks that each camera's box
+is exactly the box the same frame gets alone.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def send_both(probe, pubs, frames: dict, stamp: int, timeout=30.0) -> dict:
 
 
 def last_region(probe, camera):
-    _, m = probe.received[f"{camera}/region"][-1]
+    _, m = probe.received["region" if camera is None else f"{camera}/region"][-1]
     return (m.x_offset, m.y_offset, m.x_offset + m.width, m.y_offset + m.height)
 
 
@@ -100,6 +102,56 @@ def test_two_cameras_in_one_node_answer_independently(start):
         assert int(counters[f"{c}/frames_received"]) >= 2
     assert int(counters["frames_processed"]) >= 4
     assert node.alive()
+
+
+def docs(probe, topic: str, stamp: int) -> list[dict]:
+    """The result documents received on ``topic`` for ``stamp``."""
+    import json
+
+    found = [json.loads(m.data) for _, m in probe.received[topic]]
+    return [d for d in found if d["stamp"]["sec"] * 10**9 + d["stamp"]["nanosec"] == stamp]
+
+
+def test_each_camera_gets_exactly_the_box_its_frame_gets_alone(start):
+    """Frames of two cameras, sent together so the node may batch them, get the same box,
+    detected flag and score as each frame gets in a single-camera node. The ``sharp``
+    encoder: most windows on the object have probability 1.0 exactly, where a box
+    fitted to probabilities would depend on batch arithmetic and ties."""
+    from std_msgs.msg import String
+
+    model = "clip_perception.testing.known_answer:sharp"
+    multi, probe = start({"cameras": list(CAMERAS), "model": model}, wait=False)
+    pubs = listen(probe)
+    single, alone = start({"model": model})
+    for p in (probe, alone):
+        p.node.create_subscription(String, "result" if p is alone else "a/result",
+                                   p._recorder("result" if p is alone else "a/result"), 10)
+    probe.node.create_subscription(String, "b/result", probe._recorder("b/result"), 10)
+    probe.spin(MATCH_SETTLE)
+    assert probe.command("find the red block", expect_targets="red block")
+    assert alone.spin_until(lambda: alone.targets() == "red block", 10)
+    rng = np.random.default_rng(5)
+    scenes = {c: make_scene(rng, target_colour="red", present=True, distractors=3)
+              for c in CAMERAS}
+    debug = send_both(probe, pubs, {c: s.image for c, s in scenes.items()}, T0 + 1)
+    for c, scene in scenes.items():
+        stamp = T0 + 10 + CAMERAS.index(c)
+        alone.received["region"].clear()
+        end = time.monotonic() + 30
+        while not alone.received["region"] and time.monotonic() < end:
+            alone.image(scene.image, stamp, frame_id=f"{c}_optical")
+            alone.spin_until(lambda: bool(alone.received["region"]), 1.5)
+        assert alone.received["region"], f"no region from the single-camera node:\n{single.log()}"
+        alone.spin_until(lambda ns=stamp: bool(docs(alone, "result", ns)), 5)
+        mine, theirs = docs(probe, f"{c}/result", T0 + 1), docs(alone, "result", stamp)
+        assert debug[c].header.frame_id == f"{c}_optical"
+        assert last_region(probe, c) == last_region(alone, None), c
+        assert box_iou(last_region(probe, c), scene.target_box) >= 0.5, c
+        assert mine and theirs, (c, probe.received.keys())
+        keep = ("present", "score", "box")
+        assert [{k: t[k] for k in keep} for t in mine[-1]["targets"]] == \
+            [{k: t[k] for k in keep} for t in theirs[-1]["targets"]], c
+    assert multi.alive() and single.alive()
 
 
 def test_invalid_camera_names_fail_at_configure_with_a_clear_error(start):

@@ -18,6 +18,25 @@ what makes localization easy or hard:
   all cosines sit in a narrow band (about 0.88 to 1.0) and the logit scale
   is CLIP's 100.
 
+The members below widen the family to what real encoders do (margins of the
+target over every other class from about 1 to 60 logits, convex responses,
+crowding, unnormalised embeddings):
+
+* ``faint``: linear, logit scale 4: an object filling the window beats every
+  other class by about 1 logit (probability about 0.7).
+* ``sharp``: linear, logit scale 100, no common direction: about 60 logits, so
+  the probabilities of most windows on the object round to exactly 1.0.
+* ``convex``: share squared: a small object barely moves a large window.
+* ``crowded``: concave, and other colours in the window lower the target's
+  cosine (by 0.8 x their share), as clutter lowers CLIP's.
+* ``unnormalised``: linear plus noise, with image and text embeddings whose
+  norms vary (0.2 to 5): the pipeline's normalisation has work to do.
+* ``shifted``: convex-ish (share^1.5), a common direction of weight 0.7 and
+  logit scale 50: cosines in a band of about 0.5 to 1.0.
+
+:func:`transformed` wraps any member in a strictly increasing transform of
+its cosines (the box must not move).
+
 Each has the encoder contract (``input_size``, ``encode_images``,
 ``encode_texts``, ``logit_scale``) and the dense one (``encode_dense``).
 Load one as ``model:=clip_perception.testing.known_answer:concave`` or by its
@@ -28,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -55,6 +74,18 @@ def concave_curve(share: torch.Tensor) -> torch.Tensor:
     return 1.0 - (1.0 - share).clamp(0.0, 1.0) ** 8
 
 
+def convex_curve(share: torch.Tensor) -> torch.Tensor:
+    """share^2: 0.01 at a tenth, 0.06 at a quarter, 0.25 at half."""
+    return share.clamp(0.0, 1.0) ** 2
+
+
+def power_curve(power: float) -> Curve:
+    """share^power (convex for power > 1)."""
+    def curve(share: torch.Tensor) -> torch.Tensor:
+        return share.clamp(0.0, 1.0) ** power
+    return curve
+
+
 @dataclass(frozen=True)
 class Response:
     """How a member turns colour shares into cosines.
@@ -67,6 +98,13 @@ class Response:
         noise: standard deviation of the pseudo-random noise per dimension.
         common: weight of the direction every image and text shares (0: none).
         logit_scale: softmax temperature the pipeline uses.
+        crowding: each colour's cosine is multiplied by ``1 - crowding x`` the
+            share of the other colours in the window.
+        warp: a strictly increasing map of [-1, 1] into [-1, 1], ``|warp(x)| <=
+            |x|``, applied to every content cosine (a monotone transform of
+            the cosines; None: none).
+        unnormalised: image and text embeddings come out with norms that vary
+            (0.2 to 5) with their content; the pipeline normalises them.
     """
 
     curve: Curve = linear_curve
@@ -74,6 +112,9 @@ class Response:
     noise: float = 0.0
     common: float = 0.0
     logit_scale: float = 10.0
+    crowding: float = 0.0
+    warp: Curve | None = None
+    unnormalised: bool = False
 
 
 MEMBERS: dict[str, Response] = {
@@ -83,6 +124,12 @@ MEMBERS: dict[str, Response] = {
     "low_background": Response(background=0.05),
     "noisy": Response(noise=0.04),
     "clip_like": Response(curve=concave_curve, common=0.94, logit_scale=100.0),
+    "faint": Response(logit_scale=4.0),
+    "sharp": Response(logit_scale=100.0),
+    "convex": Response(curve=convex_curve, logit_scale=30.0),
+    "crowded": Response(curve=concave_curve, crowding=0.8, logit_scale=30.0),
+    "unnormalised": Response(noise=0.03, unnormalised=True, logit_scale=20.0),
+    "shifted": Response(curve=power_curve(1.5), common=0.7, logit_scale=50.0),
 }
 
 
@@ -147,6 +194,9 @@ class KnownAnswerEncoder:
         if common:
             out = out * math.sqrt(1.0 - common**2)
             out[:, -1] = common
+        if self.response.unnormalised:  # a norm of 0.2 to 5 that depends on the text
+            out = out * torch.tensor([0.2 + (sum(map(ord, t)) % 49) / 10.0 for t in texts],
+                                     device=out.device)[:, None]
         return out
 
     # --- the response ---------------------------------------------------------
@@ -157,6 +207,10 @@ class KnownAnswerEncoder:
         n = shares.shape[0]
         out = torch.zeros(n, self.dim, device=shares.device)
         out[:, : self.colours] = r.curve(shares[:, : self.colours])
+        if r.crowding:
+            colour = shares[:, : self.colours]
+            rest = colour.sum(dim=1, keepdim=True) - colour
+            out[:, : self.colours] *= (1.0 - r.crowding * rest).clamp(min=0.0)
         out[:, self.colours] = shares[:, -1] if r.background is None else r.background
         if r.noise:
             key = torch.cat([shares, mean_rgb], dim=1)
@@ -165,11 +219,16 @@ class KnownAnswerEncoder:
         content = out[:, : self.colours + 1]
         squares = (content**2).sum(dim=1)
         scale = torch.where(squares > 1.0, squares.rsqrt(), torch.ones_like(squares))
-        out[:, : self.colours + 1] = content * scale[:, None]
-        out[:, self.colours + 1] = (1.0 - (squares * scale**2)).clamp(min=0.0).sqrt()
+        content = content * scale[:, None]
+        if r.warp is not None:
+            content = r.warp(content)
+        out[:, : self.colours + 1] = content
+        out[:, self.colours + 1] = (1.0 - (content**2).sum(dim=1)).clamp(min=0.0).sqrt()
         if r.common:
             out[:, : self.colours + 2] *= math.sqrt(1.0 - r.common**2)
             out[:, -1] = r.common
+        if r.unnormalised:  # a norm of 0.2 to 5 that depends on the content
+            out = out * (0.2 + 4.8 * torch.sigmoid(10.0 * (mean_rgb.sum(dim=1) - 1.2)))[:, None]
         return out
 
     def response_curve(self, shares: Sequence[float], colour: str = "red") -> torch.Tensor:
@@ -179,11 +238,10 @@ class KnownAnswerEncoder:
         fractions = torch.zeros(len(s), self.colours + 1, device=self.device)
         fractions[:, self.names.index(colour)] = s
         fractions[:, -1] = 1.0 - s
-        quiet = KnownAnswerEncoder(Response(self.response.curve, self.response.background, 0.0,
-                                            self.response.common, self.response.logit_scale),
-                                   device=self.device)
-        emb = quiet.embed(fractions, torch.zeros(len(s), 3, device=self.device))
-        return emb @ quiet.encode_texts([colour])[0]
+        quiet = KnownAnswerEncoder(replace(self.response, noise=0.0), device=self.device)
+        emb = torch.nn.functional.normalize(
+            quiet.embed(fractions, torch.zeros(len(s), 3, device=self.device)), dim=-1)
+        return emb @ torch.nn.functional.normalize(quiet.encode_texts([colour]), dim=-1)[0]
 
 
 def _cell_means(image: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -208,6 +266,15 @@ def load(name: str, device: torch.device | str = "cpu", **kwargs) -> KnownAnswer
     if name not in MEMBERS:
         raise KeyError(f"unknown known-answer encoder {name!r}; choose from {', '.join(MEMBERS)}")
     return KnownAnswerEncoder(MEMBERS[name], name=name, device=device, **kwargs)
+
+
+def transformed(name: str, warp: Curve, device: torch.device | str = "cpu",
+                **kwargs) -> KnownAnswerEncoder:
+    """Member ``name`` with every content cosine passed through ``warp`` (strictly
+    increasing on [-1, 1], ``|warp(x)| <= |x|``): each cosine with a text is then a
+    strictly increasing function of the member's own, the same for every window."""
+    return KnownAnswerEncoder(replace(MEMBERS[name], warp=warp), name=f"{name}~warped",
+                              device=device, **kwargs)
 
 
 def spec(name: str) -> str:
@@ -241,5 +308,29 @@ def clip_like(device: torch.device | str = "cpu") -> KnownAnswerEncoder:
     return load("clip_like", device)
 
 
+def faint(device: torch.device | str = "cpu") -> KnownAnswerEncoder:
+    return load("faint", device)
+
+
+def sharp(device: torch.device | str = "cpu") -> KnownAnswerEncoder:
+    return load("sharp", device)
+
+
+def convex(device: torch.device | str = "cpu") -> KnownAnswerEncoder:
+    return load("convex", device)
+
+
+def crowded(device: torch.device | str = "cpu") -> KnownAnswerEncoder:
+    return load("crowded", device)
+
+
+def unnormalised(device: torch.device | str = "cpu") -> KnownAnswerEncoder:
+    return load("unnormalised", device)
+
+
+def shifted(device: torch.device | str = "cpu") -> KnownAnswerEncoder:
+    return load("shifted", device)
+
+
 __all__ = ["KnownAnswerEncoder", "MEMBERS", "Response", "dense_grid", "family", "load", "spec",
-           *MEMBERS]
+           "transformed", *MEMBERS]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.detect.scoring import target_scores
+from ..core.detect.scoring import window_scores
 from ..core.detect.windows import sliding_indices
 from ..core.model import clip_internals
 
@@ -25,7 +25,7 @@ from ..core.model import clip_internals
 # little, and with random weights all probabilities sit near 1/classes, so the
 # best window may be a near-tie that this noise flips.
 PROB_TOLERANCE = 0.02  # per square window, absolute target probability
-TIE_COSINE = 0.005  # best windows tie if their evidence differs by <= this x logit_scale
+TIE_COSINE = 0.005  # best windows tie if their target logits differ by <= this x logit_scale
 
 
 def clip_preprocess(size: int) -> Callable[[Image.Image], torch.Tensor]:
@@ -38,7 +38,9 @@ def naive_scores(encoder, image: np.ndarray, windows: np.ndarray, classes: torch
                  n_targets: int, logit_scale: float,
                  preprocess: Callable[[Image.Image], torch.Tensor],
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Score each window of an ``(H, W, 3)`` RGB frame on its own: (probs, evidence), ``[K, T]``.
+    """Score each window of an ``(H, W, 3)`` RGB frame on its own: (probs, target logits),
+    ``[K, T]`` (the logit is ``logit_scale`` x the target's cosine, whose order picks the
+    detector's best window).
 
     ``encoder`` needs ``encode_normalized`` (a
     :class:`~clip_perception.core.model.clip_encoder.ClipEncoder`).
@@ -47,15 +49,16 @@ def naive_scores(encoder, image: np.ndarray, windows: np.ndarray, classes: torch
     probs, evidence = [], []
     for box in windows:
         x = preprocess(frame.crop(tuple(int(v) for v in box))).unsqueeze(0).to(encoder.device)
-        p, e = target_scores(encoder.encode_normalized(x), classes, n_targets, logit_scale)
-        probs.append(p[0].cpu().numpy())
-        evidence.append(e[0].cpu().numpy())
+        scores = window_scores(encoder.encode_normalized(x), classes, n_targets, logit_scale)
+        probs.append(scores.probs[0])
+        evidence.append(logit_scale * scores.cosine[0])
     return np.asarray(probs, np.float64), np.asarray(evidence, np.float64)
 
 
 def best_sliding_window(windows: np.ndarray, evidence: np.ndarray, width: int,
                         height: int) -> int:
-    """Index of the best window by evidence, the whole frame excluded (as the detector does)."""
+    """Index of the best window by ``evidence`` (the target's logits), the whole frame
+    excluded (as the detector does)."""
     candidates = sliding_indices(windows, width, height)
     return int(candidates[np.argmax(evidence[candidates])])
 
@@ -92,7 +95,7 @@ class Agreement:
         lines = [
             f"agreement: {'PASS' if self.passed else 'FAIL'}",
             f"  best window: same in {self.same}/{self.frames} frames, a tie in {self.tied} "
-            f"(naive evidence gap <= {self.tie:.3f} = {TIE_COSINE} cosine x logit_scale)",
+            f"(naive target-logit gap <= {self.tie:.3f} = {TIE_COSINE} cosine x logit_scale)",
             f"  target probability, square windows: max |diff| = {self.max_dp:.4f} "
             f"(tolerance {PROB_TOLERANCE})",
         ]

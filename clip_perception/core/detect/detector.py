@@ -23,20 +23,22 @@ from .dense_regions import scaled_boxes
 from .hybrid import detect_hybrid, supports_dense
 from .localization import best_box, heatmap, rank_fit_box, refine_windows
 from .results import Box, Detection, TargetResult, second_instance
-from .scoring import TextBank, target_scores
+from .scoring import TextBank, WindowScores, window_scores
 from .windows import sliding_indices, whole_frame_mask, window_grid
 
 log = logging.getLogger(__name__)
 
 
 class FinePass(NamedTuple):
-    """One refine stage for one target: its windows, their probabilities and heatmap."""
+    """One refine stage for one target: its windows, their probabilities and heatmap,
+    and the target's cosines (the order the box is fitted to)."""
 
     probs: np.ndarray
     heat: np.ndarray
     coverage: np.ndarray
     windows: np.ndarray | None = None
     evidence: np.ndarray | None = None
+    order: np.ndarray | None = None
 
 CHECK_SCALES = (1.0, 0.85, 0.7)  # the fitted box and centred shrinks: presence's own crops
 STAGE_CROPS = 20  # windows per target below which another refine stage costs more than it gives
@@ -127,8 +129,8 @@ class Detector:
     # --- inference ------------------------------------------------------------
     @torch.inference_mode()
     def _score(self, image: torch.Tensor, boxes: np.ndarray, classes: torch.Tensor,
-               n_targets: int) -> tuple[np.ndarray, np.ndarray]:
-        """One roi_align and one encoder pass over ``boxes``: (probs, evidence), ``[K, T]``."""
+               n_targets: int) -> WindowScores:
+        """One roi_align and one encoder pass over ``boxes``: :class:`WindowScores`."""
         return self._score_many([(image, boxes, classes, n_targets)])[0]
 
     def _refine(self, *args, **kwargs):
@@ -153,9 +155,9 @@ class Detector:
         ``hits`` are the anchor boxes, one per target (the class order of
         ``classes``); ``budget`` the crops this may spend. ``method`` (default:
         the config's ``box_method``) turns a stage's windows into a box:
-        ``rank_fit`` (:func:`~.localization.rank_fit_box` over every window of
-        the target so far, plus the ``context`` windows, ``(boxes [K, 4],
-        probs [K, T])``, that overlap the stage's region) or ``heatmap``
+        ``rank_fit`` (:func:`~.localization.rank_fit_box` over the target's cosines
+        in every window of the target so far, plus the ``context`` windows,
+        ``(boxes [K, 4], cosines [K, T])``, that overlap the stage's region) or ``heatmap``
         (:func:`~.localization.best_box` with ``alpha``).
 
         A generator (see :meth:`_steps`): it yields each stage's scoring request
@@ -180,18 +182,21 @@ class Detector:
                 break
             grids = [refine_windows(a, width, height, per_target) for a in anchors]
             sizes = [len(g) for g in grids]
-            probs, evidence = yield (image, np.concatenate(grids), classes, n)
+            scored = yield (image, np.concatenate(grids), classes, n)
             spent += sum(sizes)
             split = np.cumsum(sizes)[:-1]
-            for t, (part, ev) in enumerate(zip(np.split(probs, split), np.split(evidence, split))):
+            for t, (part, ev, cos) in enumerate(zip(np.split(scored.probs, split),
+                                                    np.split(scored.evidence, split),
+                                                    np.split(scored.cosine, split))):
                 heat, coverage = heatmap(grids[t], part[:, t], width, height, cell)
-                passes[t].append(FinePass(part[:, t], heat, coverage, grids[t], ev[:, t]))
+                passes[t].append(FinePass(part[:, t], heat, coverage, grids[t], ev[:, t],
+                                          cos[:, t]))
                 if method == "rank_fit":
                     g = grids[t]
                     region = (int(g[:, 0].min()), int(g[:, 1].min()),
                               int(g[:, 2].max()), int(g[:, 3].max()))
                     seen = [p.windows for p in passes[t]]
-                    key = [p.probs for p in passes[t]]
+                    key = [p.order for p in passes[t]]
                     if context is not None:
                         cw, cs = context
                         near = ((cw[:, 0] < region[2]) & (cw[:, 2] > region[0])
@@ -213,13 +218,13 @@ class Detector:
             k = len(CHECK_SCALES)
             tight = np.concatenate([scaled_boxes(boxes[t], [(s, s) for s in CHECK_SCALES],
                                                  width, height) for t in fitted])
-            probs, evidence = yield (image, tight, classes, n)
+            scored = yield (image, tight, classes, n)
             spent += len(tight)
             for row, t in enumerate(fitted):
                 part = slice(row * k, (row + 1) * k)
                 none = np.zeros_like(passes[t][-1].coverage)
-                passes[t].append(FinePass(probs[part, t], none, none, tight[part],
-                                          evidence[part, t]))
+                passes[t].append(FinePass(scored.probs[part, t], none, none, tight[part],
+                                          scored.evidence[part, t], scored.cosine[part, t]))
         return boxes, passes, spent
 
     def detect(self, frame: Frame | np.ndarray, targets: Sequence[str] | None = None,
@@ -263,8 +268,8 @@ class Detector:
                 replies[i] = reply
 
     @torch.inference_mode()
-    def _score_many(self, requests: list) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(probs, evidence)`` for each ``(image, boxes, classes, n)`` request, one
+    def _score_many(self, requests: list) -> list[WindowScores]:
+        """:class:`WindowScores` for each ``(image, boxes, classes, n)`` request, one
         encoder pass for all of them (a remote encoder: one call each, with the frame)."""
         encode_windows = getattr(self.encoder, "encode_windows", None)
         if encode_windows is not None:  # a remote encoder: ``image`` is the Frame itself
@@ -273,17 +278,13 @@ class Detector:
             joint = encode_windows_of(self.encoder, [(image, boxes)
                                                       for image, boxes, _, _ in requests])
             embeddings = joint.split([len(boxes) for _, boxes, _, _ in requests])
-        out = []
-        for part, (_, _, classes, n) in zip(embeddings, requests):
-            probs, evidence = target_scores(part, classes, n, self.logit_scale)
-            out.append((probs.cpu().numpy().astype(np.float64),
-                        evidence.cpu().numpy().astype(np.float64)))
-        return out
+        return [window_scores(part, classes, n, self.logit_scale)
+                for part, (_, _, classes, n) in zip(embeddings, requests)]
 
     def _steps(self, frame: Frame | np.ndarray, targets: Sequence[str] | None,
                with_heatmap: bool):
         """The body of :meth:`detect` as a generator: yields each scoring request
-        ``(image, boxes, classes, n_targets)``, is sent back ``(probs, evidence)``,
+        ``(image, boxes, classes, n_targets)``, is sent back :class:`WindowScores`,
         and returns the :class:`Detection`. :meth:`detect` drives one,
         :meth:`detect_batch` several in lockstep."""
         frame = _as_frame(frame)
@@ -302,14 +303,17 @@ class Detector:
         if config.mode == "hybrid" and supports_dense(self.encoder):
             return detect_hybrid(self.encoder, self.logit_scale, self._score, image, targets,
                                  classes, config, width, height, with_heatmap)
-        probs, evidence = yield (image, windows, classes, n)
+        scored = yield (image, windows, classes, n)
+        probs, cosine = scored.probs, scored.cosine
         crops = len(windows)
 
         full = (np.flatnonzero(whole_frame_mask(windows, width, height))[:1]
                 if config.include_full_frame else np.zeros(0, int))
         sliding = sliding_indices(windows, width, height)
+        # the anchor: the sliding window with the target's highest cosine (an order
+        # statistic, so it does not move under a monotone change of the cosines)
         hits: list[Box] = [
-            tuple(int(v) for v in windows[sliding[np.argmax(evidence[sliding, t])]])
+            tuple(int(v) for v in windows[sliding[np.argmax(cosine[sliding, t])]])
             for t in range(n)
         ]
         refined: list[Box | None] = [None] * n
@@ -318,7 +322,7 @@ class Detector:
             refined, passes, spent = yield from self._refine_steps(
                 image, classes, hits, width, height, config.crop_budget - crops,
                 config.refine_stages, config.box_alpha, config.heatmap_stride,
-                method=config.box_method, context=(windows, probs))
+                method=config.box_method, context=(windows, cosine))
             crops += spent
 
         cell = config.heatmap_stride
@@ -328,7 +332,7 @@ class Detector:
             score = max([float(scores.max())] + [float(p.probs.max()) for p in passes[t]])
             box = refined[t] or hits[t]
             second = (second_instance(windows[sliding], scores[sliding], box,
-                                      config.presence_threshold)
+                                      config.presence_threshold, order=scored.margin[sliding, t])
                       if score >= config.presence_threshold else None)
             if with_heatmap:
                 heatmaps.append(self._compose_heatmap(windows, scores, passes[t],

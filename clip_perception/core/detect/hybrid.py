@@ -44,9 +44,9 @@ from .dense_regions import fit_cells, margin_map, regions, scaled_boxes
 from .results import Box, Detection, TargetResult, second_instance
 from .windows import box_intersection
 
-# (image, boxes [K, 4], classes, n_targets) -> (probs [K, T], evidence [K, T]): the
-# detector's crop scoring, one roi_align and one encoder pass
-Score = Callable[[torch.Tensor, np.ndarray, torch.Tensor, int], tuple[np.ndarray, np.ndarray]]
+# (image, boxes [K, 4], classes, n_targets) -> (probs [K, T], evidence [K, T], ...): the
+# detector's crop scoring (a WindowScores), one roi_align and one encoder pass
+Score = Callable[[torch.Tensor, np.ndarray, torch.Tensor, int], tuple[np.ndarray, ...]]
 MAX_CANDIDATES = 3    # candidate regions verified per target
 CROPS_PER_CANDIDATE = 4  # verify_crops per target per candidate before candidates are cut
 PRESENCE_SCALES = ((0.7, 0.7), (0.5, 0.5))  # the chosen box shrunk: presence crops
@@ -175,7 +175,7 @@ def detect_hybrid(encoder, logit_scale: float, score: Score, image: torch.Tensor
     boxes = [[fit_cells(margins[:, :, t], r, c, xs, ys) for r, c, _ in
               regions(margins[:, :, t], per_target)] for t in range(n)]
     windows = np.asarray([b for bt in boxes for b in bt], dtype=np.int64).reshape(-1, 4)
-    crop_probs, evidence = score(image, windows, classes, n)
+    crop_probs, evidence = score(image, windows, classes, n)[:2]
     spent = len(windows)
     starts = np.cumsum([0] + [len(b) for b in boxes])
     picks = [int(np.argmax(evidence[starts[t]:starts[t + 1], t])) for t in range(n)]
@@ -191,7 +191,7 @@ def detect_hybrid(encoder, logit_scale: float, score: Score, image: torch.Tensor
     if extra > 0:
         shrunk = np.concatenate([scaled_boxes(b, PRESENCE_SCALES[:extra], width, height)
                                  for b in chosen])
-        more, _ = score(image, shrunk, classes, n)
+        more = score(image, shrunk, classes, n)[0]
         spent += len(shrunk)
         scores = [max(scores[t], float(more[t * extra:(t + 1) * extra, t].max()))
                   for t in range(n)]

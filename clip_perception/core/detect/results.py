@@ -61,14 +61,18 @@ class Detection:
         return bool(self.targets) and all(t.present for t in self.targets)
 
 
-def second_instance(boxes: np.ndarray, probs: np.ndarray, box: Box, threshold: float
-                    ) -> tuple[Box, float] | None:
+def second_instance(boxes: np.ndarray, probs: np.ndarray, box: Box, threshold: float,
+                    order: np.ndarray | None = None) -> tuple[Box, float] | None:
     """The most probable of ``boxes`` that does not overlap ``box`` and scores at least
-    ``threshold`` on its own (a second instance of the target), with its probability."""
+    ``threshold`` on its own (a second instance of the target), with its probability.
+
+    ``order`` (e.g. the target's logit margin) ranks the candidates instead of
+    ``probs``, which tie at 1.0 once the margin is large."""
     x0, y0, x1, y1 = box
     apart = ((boxes[:, 2] <= x0) | (boxes[:, 0] >= x1)
              | (boxes[:, 3] <= y0) | (boxes[:, 1] >= y1)) & (probs >= threshold)
     if not apart.any():
         return None
-    best = np.flatnonzero(apart)[np.argmax(probs[apart])]
+    key = probs if order is None else order
+    best = np.flatnonzero(apart)[np.argmax(key[apart])]
     return tuple(int(v) for v in boxes[best]), float(probs[best])

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -96,3 +98,43 @@ def target_scores(image_embeddings: torch.Tensor, classes: torch.Tensor, n_targe
     probs = logits.softmax(dim=-1)[:, :n_targets]
     evidence = logits[:, :n_targets] - logits[:, -1:]
     return probs, evidence
+
+
+class WindowScores(NamedTuple):
+    """Per window and target, float64 ``[K, T]`` arrays from one encoder output.
+
+    ``probs`` is what presence and ``score`` report. ``cosine`` and
+    ``margin`` never saturate: with a target-vs-rest margin of 20 logits or
+    more the probability rounds to 1.0 and ties, while the cosine keeps the
+    order of the windows. Localization ranks windows by ``cosine`` only, so
+    the box is the same under any strictly increasing transform of the
+    encoder's cosines.
+    """
+
+    probs: np.ndarray  # softmax probability over all classes (= sigmoid(margin))
+    evidence: np.ndarray  # target logit minus the neutral prompt's
+    margin: np.ndarray  # target logit minus the logsumexp of every other class
+    cosine: np.ndarray  # the target's cosine similarity
+
+
+def window_scores(image_embeddings: torch.Tensor, classes: torch.Tensor, n_targets: int,
+                  logit_scale: float) -> WindowScores:
+    """:class:`WindowScores` of ``[N, D]`` image embeddings against ``classes`` (targets,
+    backgrounds, neutral), computed in float64 from the encoder's output on."""
+    images = F.normalize(image_embeddings.detach().to(torch.float64), dim=-1)
+    texts = F.normalize(classes.detach().to(device=images.device, dtype=torch.float64), dim=-1)
+    cosine = images @ texts.T
+    logits = logit_scale * cosine
+    n, width = logits.shape
+    target = logits[:, :n_targets]
+    # every class but the target itself: mask the target's own column per target
+    own = torch.eye(n_targets, width, dtype=torch.bool, device=logits.device)
+    others = logits[:, None, :].expand(n, n_targets, width).masked_fill(own, float("-inf"))
+    margin = target - torch.logsumexp(others, dim=-1)
+    probs = torch.sigmoid(margin)
+    evidence = target - logits[:, -1:]
+
+    def out(x: torch.Tensor) -> np.ndarray:
+        return x.cpu().numpy().astype(np.float64)
+
+    return WindowScores(out(probs), out(evidence), out(margin), out(cosine[:, :n_targets]))
