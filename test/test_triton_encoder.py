@@ -177,14 +177,14 @@ def test_server_environment_puts_python_lib_dir_on_ld_library_path():
 def test_serve_without_a_server_environment_says_how_to_make_one(tmp_path):
     import subprocess
 
-    from clip_perception.serving.environment import REPO_ROOT, pytriton_problem
+    from clip_perception.serving.environment import REPO_ROOT, server_problem
 
-    if pytriton_problem() is None:
-        pytest.skip("this environment can run PyTriton itself")
+    if server_problem() is None:
+        pytest.skip("this environment can run the server itself")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
            "CLIP_PERCEPTION_TRITON_PYTHON": str(tmp_path / "no-such-python")}
     out = subprocess.run([sys.executable, "-m", "clip_perception.serve", "--model",
                           "clip_perception.testing.color_encoder:factory"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode != 0
-    assert "make triton-setup" in out.stderr and pytriton_problem() in out.stderr
+    assert "make triton-setup" in out.stderr and server_problem() in out.stderr

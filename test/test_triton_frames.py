@@ -113,7 +113,7 @@ def test_image_model_answers_by_id_what_it_answered_for_the_frame_and_flags_miss
     assert len(cache) == 2
     lost = image_responses(embed, [request(placeholder, (9, 9, 0), boxes)], FrameCache())[0]
     assert lost[protocol.STATUS].tolist() == [[protocol.FRAME_MISSING]]
-    assert lost[protocol.EMBEDDINGS].shape == (1, len(boxes), 1)  # never empty (PyTriton)
+    assert lost[protocol.EMBEDDINGS].shape == (1, len(boxes), 1)  # never empty
 
 
 # --- the client against an in-process server ------------------------------------------------

@@ -1,7 +1,7 @@
 """The node, over real DDS, with ``model:=triton://127.0.0.1:PORT/NAME`` against a real
-Triton server on loopback (``serve``'s default and ``--backend pytriton``): same answers
-as in-process, an outage that is reported and survived, and recovery once the server is
-back.
+Triton server on loopback serving a user's encoder module found only on ``PYTHONPATH``:
+same answers as in-process, a model error that is a failed frame (not an outage), an
+outage that is reported and survived, and recovery once the server is back.
 
 Written against the node's observable behaviour (topics, /diagnostics, its log),
 not its internals.
@@ -17,12 +17,12 @@ import warnings
 
 import numpy as np
 import pytest
+import user_plugin
 from optional import needs_module
 from ros_harness import COLOR_MODEL, NodeProcess, Probe, stamp_of
 
 from clip_perception.core.detect.detector import Detector
 from clip_perception.serving.environment import triton_python
-from clip_perception.testing import color_encoder
 from clip_perception.testing.scenes import make_scene
 from clip_perception.tools.triton_process import TritonServerProcess
 
@@ -90,17 +90,16 @@ def failures(probe: Probe) -> int:
     return int(probe.counters().get("frames_failed", 0))
 
 
-@pytest.mark.parametrize("backend", ["python", "pytriton"])
-def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_domain, tmp_path,
-                                                                        backend):
+def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_domain, tmp_path):
     from clip_perception.ros.parameters import detector_config
 
-    server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color",
-                                 extra_args=("--backend", backend)).start()
+    plugins = user_plugin.write(tmp_path / "plugins")  # on the server's PYTHONPATH only
+    server = TritonServerProcess(user_plugin.SPEC, tmp_path / "server.log", name="color",
+                                 python_path=(plugins,)).start()
     with node_on(server, ros_domain, tmp_path, "?timeout=5", wait_for_server=True) as (node, probe):
         assert probe.command("find the red block", expect_targets="red block")
 
-        local = Detector(color_encoder.factory("cpu"), detector_config(defaults()))
+        local = Detector(user_plugin.load(plugins), detector_config(defaults()))
         rng = np.random.default_rng(11)
         frames = [make_scene(rng, target_colour="red", present=p, distractors=2)
                   for p in (True, False, True)]
@@ -115,6 +114,21 @@ def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_doma
                 r = probe.latest("region")
                 assert (r.x_offset, r.y_offset, r.x_offset + r.width,
                         r.y_offset + r.height) == want.box
+
+        # the model raises on a black frame: a failed frame, not an outage
+        black = np.zeros_like(frames[0].image)
+        for i in range(3):
+            probe.image(black, T0 + 50 + i)
+            probe.spin(0.2)
+        assert probe.spin_until(
+            lambda: int(probe.counters().get("remote_request_errors", 0)) >= 1, 10), \
+            probe.counters()
+        status = probe.latest("/diagnostics").status[0]
+        assert status.level == status.WARN and "encoder_request" in status.message, \
+            status.message
+        assert user_plugin.MESSAGE in node.log(), "the log must carry the server's message"
+        assert "did not answer" not in node.log()
+        assert send_until_answered(probe, frames[0].image, T0 + 60, 10), node.log()
         failed_before = failures(probe)
 
         server.stop(hard=True)  # the outage: SIGKILL, no goodbye

@@ -175,6 +175,41 @@ def test_a_model_error_fails_its_request_only_and_keeps_the_connection(servers):
         np.testing.assert_allclose(results[i], local_windows(local, frames[i], boxes), atol=1e-6)
 
 
+def test_requests_of_other_shapes_share_a_dynamic_batch(servers):
+    """While the model is busy, requests of different frame sizes and box counts (a
+    coarse pass, refine passes by id) queue and run as one execution (ragged batches;
+    before, Triton batched equal shapes only and these took one execution each)."""
+    from clip_perception.tools.triton_benchmark import image_counts
+
+    server = servers["plugin"]
+    local = user_plugin.load(server.directory)
+    frames = [image for _, image in scenes(seed=3)]
+    grey = np.full((48, 64, 3), user_plugin.SLOW_GREY, np.uint8)
+    encoders = [load_encoder(server.url) for _ in range(4)]
+    asks = [(frames[0], 3), (frames[1][:240], 5), (frames[2], 11)]
+    for encoder, (frame, k) in zip(encoders[1:], asks):  # sent once: later asks go by id
+        encoder.encode_windows(frame, Detector(local).windows_for(*frame.shape[1::-1])[:k])
+    before = image_counts(server)
+    results = {}
+
+    def client(i):
+        if i == 0:
+            results[0] = encoders[0].encode_windows(grey, np.array([[0, 0, 64, 48]], np.float32))
+            return
+        time.sleep(0.5)  # the slow request holds the model
+        frame, k = asks[i - 1]
+        results[i] = encoders[i].encode_windows(
+            frame, Detector(local).windows_for(*frame.shape[1::-1])[k:2 * k])
+
+    run_clients(client, 4, 60)
+    requests, executions = (a - b for a, b in zip(image_counts(server), before))
+    assert len(results) == 4 and requests == 4
+    assert executions == 2, f"{requests} requests took {executions} executions"
+    for i, (frame, k) in enumerate(asks, start=1):
+        boxes = Detector(local).windows_for(*frame.shape[1::-1])[k:2 * k]
+        np.testing.assert_allclose(results[i], local_windows(local, frame, boxes), atol=1e-6)
+
+
 def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
     kind = "color"
     server = servers[kind]

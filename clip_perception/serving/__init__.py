@@ -1,1 +1,1 @@
-"""Serve an encoder to many nodes from one Triton Inference Server (PyTriton)."""
+"""Serve an encoder to many nodes from one Triton Inference Server (its Python backend)."""

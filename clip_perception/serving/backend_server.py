@@ -1,10 +1,9 @@
-"""``serve``'s default: the exported model repository on tritonserver's own Python backend.
+"""``serve``: the exported model repository on tritonserver's own Python backend.
 
 PyTriton's wheel carries the ``tritonserver`` binary, Triton's Python backend
-and its stubs. Running the repository that ``--export-repository`` writes (the
-one NVIDIA's container runs) on them directly skips PyTriton's proxy process:
-measured here, that hop cost about 2.5 ms per request, three requests per
-detected frame. ``serve --backend pytriton`` keeps the PyTriton server.
+and its stubs; ``serve`` runs the repository that ``--export-repository`` writes
+(the one NVIDIA's container runs) on them, with its own import path in the
+models' config (the backend's stub ignores ``PYTHONPATH``).
 
 The server is a child of this process, in its process group: stopping this
 process (SIGINT, SIGTERM) stops tritonserver and waits for it, and killing the

@@ -1,10 +1,12 @@
-"""Make this process fit to run PyTriton, re-executing it once when it is not.
+"""Make this process fit to run the server, re-executing it once when it is not.
 
 Two facts measured on this project's machines:
 
-- PyTriton 0.7 needs numpy < 2 (with numpy 2.4 its data path returned empty
-  arrays), while the node's environment has numpy 2. The server therefore runs
-  in an environment of its own, ``.venv-triton`` (``make triton-setup``).
+- The server needs the ``nvidia-pytriton`` wheel (it carries ``tritonserver``,
+  Triton's Python backend and its stubs), used with numpy < 2 as
+  ``requirements-triton.txt`` pins (PyTriton 0.7's own data path returned empty
+  arrays with numpy 2.4), while the node's environment has numpy 2. The server
+  therefore runs in an environment of its own, ``.venv-triton`` (``make triton-setup``).
 - Triton's Python backend stub links ``libpython3.X.so.1.0``. For an interpreter
   that is not the system one, the server loads models only if that
   interpreter's lib directory is on ``LD_LIBRARY_PATH``; otherwise the stub
@@ -21,8 +23,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRITON_VENV_VAR = "CLIP_PERCEPTION_TRITON_PYTHON"
 _REEXEC_MARK = "CLIP_PERCEPTION_SERVE_REEXEC"
-SETUP_HINT = ("run `make triton-setup` (it makes .venv-triton with nvidia-pytriton, numpy<2 and "
-              "torch) and start the server with `.venv-triton/bin/python -m clip_perception.serve`")
+SETUP_HINT = ("run `make triton-setup` (it makes .venv-triton with nvidia-pytriton's tritonserver, "
+              "numpy<2 and torch) and start the server with "
+              "`.venv-triton/bin/python -m clip_perception.serve`")
 
 
 def python_lib_dir() -> str | None:
@@ -45,18 +48,19 @@ def with_python_lib_dir(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def pytriton_problem() -> str | None:
-    """Why PyTriton cannot serve from this interpreter, or None if it can."""
+def server_problem() -> str | None:
+    """Why this interpreter cannot run the server, or None if it can."""
     try:
         import numpy
     except ImportError:
         return "numpy is not installed"
     if int(numpy.__version__.split(".")[0]) >= 2:
-        return f"PyTriton 0.7 needs numpy < 2 and this environment has numpy {numpy.__version__}"
+        return (f"the server's environment pins numpy < 2 and this one has numpy "
+                f"{numpy.__version__}")
     try:
         import pytriton  # noqa: F401
     except ImportError:
-        return "nvidia-pytriton is not installed"
+        return "nvidia-pytriton (which carries tritonserver) is not installed"
     return None
 
 
@@ -68,10 +72,10 @@ def triton_python() -> Path | None:
 
 
 def ensure_server_environment(argv: list[str]) -> None:
-    """Return if PyTriton can run here; else re-exec ``python -m clip_perception.serve argv``
+    """Return if the server can run here; else re-exec ``python -m clip_perception.serve argv``
     with an interpreter and environment that can, or exit with what to do."""
     env = dict(os.environ)
-    problem = pytriton_problem()
+    problem = server_problem()
     python = sys.executable
     if problem is not None:
         other = triton_python()

@@ -2,7 +2,7 @@
 frame crosses the network once, and a detector's later passes over it send only ids.
 
 A bounded LRU: at most ``max_frames`` frames and ``max_bytes`` bytes. Thread-safe,
-so one cache serves every model instance of a PyTriton server and every client.
+so one cache serves every client of a model instance.
 """
 
 from __future__ import annotations

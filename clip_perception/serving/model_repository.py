@@ -1,7 +1,7 @@
 """Write a Triton model repository serving an encoder with Triton's Python backend:
 ``python -m clip_perception.serve --export-repository DIR``.
 
-For NVIDIA's Triton container in production, instead of PyTriton. The layout::
+What ``serve`` runs, and for NVIDIA's Triton container in production. The layout::
 
     DIR/NAME_image/config.pbtxt    backend "python", dynamic batching, instance group
     DIR/NAME_image/1/model.py      from clip_perception.serving.python_backend import ...
@@ -46,6 +46,12 @@ class TritonPythonModel:
 '''
 
 
+# Requests of any shape share a dynamic batch: frames of other sizes, a refine pass's
+# own box count, a 1x1 placeholder. The Python backend gets each request's tensors
+# as they are; the image model handles each request's frames and boxes on its own.
+RAGGED = "allow_ragged_batch: true"
+
+
 def _params(**values: str) -> str:
     for key, value in values.items():
         if '"' in value or "\\" in value or "\n" in value:
@@ -60,10 +66,11 @@ def image_config(name: str, model: str, kind: str, instances: int, max_batch: in
                  frame_cache_mb: float = protocol.CACHE_MB, python_path: str = "") -> str:
     return (f'name: "{name}_image"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
             'input [\n'
-            f'  {{ name: "{protocol.FRAMES}" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] }},\n'
+            f'  {{ name: "{protocol.FRAMES}" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] '
+            f'{RAGGED} }},\n'
             f'  {{ name: "{protocol.FRAME_IDS}" data_type: TYPE_UINT64 '
-            f'dims: [ {protocol.ID_COLUMNS} ] }},\n'
-            f'  {{ name: "{protocol.BOXES}" data_type: TYPE_FP32 dims: [ -1, 4 ] }}\n]\n'
+            f'dims: [ {protocol.ID_COLUMNS} ] {RAGGED} }},\n'
+            f'  {{ name: "{protocol.BOXES}" data_type: TYPE_FP32 dims: [ -1, 4 ] {RAGGED} }}\n]\n'
             'output [\n'
             f'  {{ name: "{protocol.EMBEDDINGS}" data_type: TYPE_FP32 dims: [ -1, -1 ] }},\n'
             f'  {{ name: "{protocol.STATUS}" data_type: TYPE_INT32 dims: [ 1 ] }},\n'

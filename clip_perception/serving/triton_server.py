@@ -6,11 +6,11 @@ model that takes a uint8 frame and its window boxes and returns one embedding
 per window, cropping on the server's device, and a text model. The image model
 batches requests dynamically. Binds to 127.0.0.1 unless ``--host`` says otherwise.
 
-Two ways to run it, both from the ``nvidia-pytriton`` wheel: ``--backend python``
-(default) exports the model repository and runs it on the wheel's
-``tritonserver`` with Triton's own Python backend, as NVIDIA's container would
-(:mod:`.backend_server`); ``--backend pytriton`` binds the encoder with PyTriton,
-which adds a proxy process between tritonserver and the model.
+It exports the model repository (:mod:`.model_repository`) and runs it on the
+``tritonserver`` binary and Triton's own Python backend that the
+``nvidia-pytriton`` wheel carries, as NVIDIA's container would
+(:mod:`.backend_server`). The models import from ``serve``'s own path:
+``PYTHONPATH``, a sourced workspace and the current directory.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import argparse
 import logging
 import signal
 import sys
-from functools import partial
 
 from ..core.remote import triton_protocol as protocol
 from .environment import ensure_server_environment
@@ -42,13 +41,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--backend", choices=("python", "pytriton"), default="python",
-                   help="python (default): the exported repository on tritonserver's own "
-                        "Python backend; pytriton: PyTriton's proxy (one process hop more "
-                        "per request)")
     p.add_argument("--instances", type=int, default=1,
-                   help="model instances, each running requests concurrently (python: a "
-                        "process and a copy of the weights each; pytriton: one shared encoder)")
+                   help="model instances, each running requests concurrently (a process, a "
+                        "copy of the weights and a frame cache each)")
     p.add_argument("--max-batch", type=int, default=8,
                    help="most frames one dynamic batch of the image model holds")
     p.add_argument("--max-queue-delay-us", type=int, default=0,
@@ -57,8 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "batched, and a lone request does not wait)")
     p.add_argument("--frame-cache-frames", type=int, default=protocol.CACHE_FRAMES,
                    help="recent frames the image model keeps, so that a detector's later "
-                        "passes over a frame send only its id (shared by all clients and "
-                        f"instances; default {protocol.CACHE_FRAMES})")
+                        "passes over a frame send only its id (per instance, shared by all "
+                        f"clients; default {protocol.CACHE_FRAMES})")
     p.add_argument("--frame-cache-mb", type=float, default=protocol.CACHE_MB,
                    help=f"most memory those frames take (MB; default {protocol.CACHE_MB})")
     p.add_argument("--verbose", action="store_true", help="print Triton's own log")
@@ -71,61 +66,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.frame_cache_frames < 0 or args.frame_cache_mb < 0:
         p.error("--frame-cache-frames and --frame-cache-mb must be >= 0")
     return args
-
-
-def serve(args: argparse.Namespace) -> int:
-    import numpy as np
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
-
-    from ..core.encoder import ModelLoadError
-    from ..core.model.loading import load_encoder
-    from .frame_cache import FrameCache
-    from .window_model import TextEmbedder, WindowEmbedder, image_responses, text_responses
-
-    try:
-        encoder = load_encoder(args.model, args.device, args.precision, args.download_root)
-    except ModelLoadError as exc:
-        print(f"clip_perception.serve: {exc}", file=sys.stderr)
-        return 2
-    config = TritonConfig(
-        http_address=args.host, http_port=args.http_port,
-        grpc_address=args.host, grpc_port=args.grpc_port,
-        metrics_address=args.host, metrics_port=args.metrics_port,
-        log_verbose=1 if args.verbose else 0, exit_on_error=True,
-    )
-    cache = FrameCache(args.frame_cache_frames, int(args.frame_cache_mb * 2**20))
-    with Triton(config=config) as triton:
-        triton.bind(
-            model_name=protocol.image_model(args.name),
-            infer_func=[partial(image_responses, WindowEmbedder(encoder), cache=cache)
-                        for _ in range(args.instances)],
-            inputs=[Tensor(name=protocol.FRAMES, dtype=np.uint8, shape=(-1, -1, 3)),
-                    Tensor(name=protocol.FRAME_IDS, dtype=np.uint64, shape=(protocol.ID_COLUMNS,)),
-                    Tensor(name=protocol.BOXES, dtype=np.float32, shape=(-1, 4))],
-            outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1)),
-                     Tensor(name=protocol.STATUS, dtype=np.int32, shape=(1,)),
-                     Tensor(name=protocol.SECONDS, dtype=np.float32, shape=(1,))],
-            config=ModelConfig(max_batch_size=args.max_batch, batcher=DynamicBatcher(
-                max_queue_delay_microseconds=args.max_queue_delay_us)),
-            strict=True,
-        )
-        triton.bind(
-            model_name=protocol.text_model(args.name),
-            infer_func=partial(text_responses, TextEmbedder(encoder)),
-            inputs=[Tensor(name=protocol.TEXTS, dtype=bytes, shape=(-1,))],
-            outputs=[Tensor(name=protocol.EMBEDDINGS, dtype=np.float32, shape=(-1, -1)),
-                     Tensor(name=protocol.LOGIT_SCALE, dtype=np.float32, shape=(1,)),
-                     Tensor(name=protocol.INPUT_SIZE, dtype=np.int32, shape=(1,))],
-            config=ModelConfig(batching=False),
-            strict=True,
-        )
-        print(f"clip_perception.serve: serving '{args.model}' as triton://{args.host}:"
-              f"{args.grpc_port}/{args.name} (http {args.http_port}, metrics "
-              f"{args.metrics_port}, {args.instances} instance(s), dynamic batches of up to "
-              f"{args.max_batch} frames)", flush=True)
-        triton.serve()
-    return 0
 
 
 def _stop_on_sigterm() -> None:
@@ -153,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     ensure_server_environment(argv)
     _stop_on_sigterm()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    if args.backend == "python":
-        from .backend_server import serve_repository
+    from .backend_server import serve_repository
 
-        return serve_repository(args)
-    return serve(args)
+    return serve_repository(args)

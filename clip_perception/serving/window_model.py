@@ -104,7 +104,7 @@ def image_responses(embedder: WindowEmbedder, requests: Sequence[Mapping[str, np
     began = time.perf_counter()
     embeddings = embedder(frames, boxes) if frames else []
     seconds = np.float32(time.perf_counter() - began)
-    # a missing item's embeddings are zeros, at least 1 wide (PyTriton cannot send empty ones)
+    # a missing item's embeddings are zeros, at least 1 wide
     dim = max((e.shape[1] for e in embeddings if e.ndim == 2 and e.shape[0]), default=1)
     responses = []
     for statuses, k in items:

@@ -1,6 +1,5 @@
 """Run ``python -m clip_perception.serve`` as a child process on loopback (tests, benchmark):
-by default on tritonserver's own Python backend, or PyTriton with
-``extra_args=("--backend", "pytriton")``.
+on tritonserver's own Python backend.
 
 The server runs in its own environment (``.venv-triton``, see
 :mod:`clip_perception.serving.environment`) on free ports of 127.0.0.1. It can
@@ -72,12 +71,10 @@ class TritonServerProcess:
             [str(REPO_ROOT), *self.python_path,
              *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
         env["PYTHONUNBUFFERED"] = "1"
-        # PyTriton's workspace (sockets, model store) or serve's exported repository in a
-        # short directory of ours (Unix socket paths are limited to 107 bytes), removed by
-        # stop(): a killed server cannot
+        # serve's exported repository in a directory of ours, removed by stop(): a killed
+        # server cannot
         self._home = tempfile.mkdtemp(prefix="cp-triton-")
-        env["PYTRITON_HOME"] = self._home
-        env["TMPDIR"] = self._home  # serve's exported repository: removed by stop() too
+        env["TMPDIR"] = self._home
         self._log = open(self.log_path, "ab")
         # a session of its own: stop() ends tritonserver and the backend stubs with it
         self.proc = subprocess.Popen(self.command(), env=env, stdout=self._log,

@@ -16,8 +16,7 @@ A served encoder ``NAME`` is two Triton models:
   **Each frame travels once.** The server keeps the frames it received in a small
   bounded LRU keyed by ``frame_ids`` (unless the frame id is :data:`UNCACHED`). A later
   request for the same frame (the detector's refine pass) sends the ids with the
-  flag 0, its boxes and a 1x1 placeholder as ``frames`` (PyTriton 0.7 cannot pass
-  empty tensors). If the server no longer holds that
+  flag 0, its boxes and a 1x1 placeholder as ``frames``. If the server no longer holds that
   frame (restarted, or evicted by other clients' frames), that item's ``status`` is
   :data:`FRAME_MISSING` (its embeddings are zeros, D may be 1) and the client sends it again with
   the frame. Ids are chosen by the client: a random 64-bit client id per
