@@ -21,7 +21,9 @@ from those documents and the per-frame truth:
   larger axis) once stable (static scene);
 * 3D jitter: standard deviation of the filtered position (mm, the largest
   axis) once stable (static scene, object at 1 m);
-* latency: inferences from the first frame to the first ``stable`` true;
+* latency: inferences of frames that show the object, up to the first
+  ``stable`` true;
+* the achieved inference interval (the loop's real cadence on this machine);
 * with ``--propagate``: the centre error (px) of propagated boxes against
   the truth of their frame, next to that of the last inference's box held
   until the next one.
@@ -177,11 +179,24 @@ def stable_series(run: Run) -> list[bool]:
 
 
 def latency(run: Run) -> int | None:
-    """Inferences up to and including the first ``stable`` true (None: never)."""
-    for n, stable in enumerate(stable_series(run), 1):
-        if stable:
+    """Inferences of frames that show the object, from the first, up to and including the
+    first ``stable`` true (None: never). Frames where it is hidden do not count: at a slow
+    cadence an arm may hide it from the second inference on."""
+    n = 0
+    for doc in run.inference():
+        if not doc.targets:
+            continue
+        if any(b is not None for b in run.truth[doc.stamp_ns].values()):
+            n += 1
+        if doc.targets[0].steady:
             return n
     return None
+
+
+def inference_interval(run: Run) -> float:
+    """Mean seconds between inference results (of the frames' stamps)."""
+    stamps = [d.stamp_ns for d in run.inference()]
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1e-9 if len(stamps) > 1 else float("nan")
 
 
 def flicker_per_minute(run: Run) -> float:
@@ -247,6 +262,7 @@ class MemberReport:
     jitter_mm: float = float("nan")
     latency: list[int | None] = field(default_factory=list)
     propagation: list[tuple[float, float, int]] = field(default_factory=list)
+    intervals: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
     def goals(self) -> dict[str, bool]:
@@ -273,7 +289,8 @@ class MemberReport:
                 f"occluded={s.get('occluded', 0)} leave_return={s.get('leave_return', 0)} "
                 f"crossing={s.get('crossing', 0)}  reid={reid}  "
                 f"flicker={self.flicker:.1f}/min  jitter={self.jitter_px:.2f}px "
-                f"{self.jitter_mm:.2f}mm  latency<={lat} inf")
+                f"{self.jitter_mm:.2f}mm  latency<={lat} inf  "
+                f"interval {np.nanmean(self.intervals):.2f}s")
         if self.propagation:
             p = [x for x in self.propagation if x[2]]
             if p:
@@ -296,6 +313,7 @@ def evaluate_member(name: str, seed: int = 0, period: float = 0.5, propagate: bo
         run = run_sequence(detector, seq, period, propagate, track)
         report.switches[kind] = report.switches.get(kind, 0) + id_switches(run)
         report.latency.append(latency(run))
+        report.intervals.append(inference_interval(run))
         if kind == "leave_return":
             report.reid.append(reidentified(run))
         if kind == "static":

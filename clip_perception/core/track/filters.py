@@ -6,8 +6,9 @@ growing with time.
 The 3D filter assumes a still or steadily moving object (:data:`ACCELERATION_STILL`)
 and so averages the measurement noise away; a measurement it cannot explain so
 (normalised innovation beyond :data:`MANEUVER`) is taken as the object being moved,
-and that step uses :data:`ACCELERATION_3D`, as does the gate beyond which a jump
-is another object.
+and that step uses :data:`ACCELERATION_3D`. A measurement farther from the estimate
+than :data:`MAX_SPEED` times the time since, plus :data:`GATE_SIGMAS` standard
+deviations, is a jump: another object (:meth:`Kalman3D.jump`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ MANEUVER = 16.27        # chi-square, 3 dof, 99.9%: beyond it the object is bein
 ACCELERATION_2D = 0.6   # box sizes per s^2
 BOX_SIGMA = 0.04        # box-centre measurement noise, times the box size
 SIZE_SIGMA = 0.06       # box width/height measurement noise, relative
-GATE_3D = 16.27         # chi-square, 3 dof, 99.9%: a jump beyond it is another object
+MAX_SPEED = 1.0         # m/s: an object moves at most this fast (a hand, an arm)...
+GATE_SIGMAS = 3.0       # ...plus this many standard deviations of the position
 
 
 def _cv_matrices(dt: float, dims: int, accel: float) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +55,14 @@ class Kalman3D:
         s = p[:3, :3] + np.asarray(covariance, float)
         r = np.asarray(point, float) - x[:3]
         return float(r @ np.linalg.solve(s, r))
+
+    def jump(self, point: np.ndarray, covariance: np.ndarray, t: float) -> bool:
+        """True when ``point`` at ``t`` is farther from the estimate than the object can
+        have moved since (:data:`MAX_SPEED`) plus :data:`GATE_SIGMAS` sigmas of both."""
+        dt = max(float(t) - self.t, 0.0)
+        spread = np.linalg.eigvalsh(self.p[:3, :3] + np.asarray(covariance, float)).max()
+        allowed = MAX_SPEED * dt + GATE_SIGMAS * float(np.sqrt(max(spread, 0.0)))
+        return float(np.linalg.norm(np.asarray(point, float) - self.x[:3])) > allowed
 
     def update(self, point: np.ndarray, covariance: np.ndarray, t: float) -> None:
         still = self.mahalanobis2(point, covariance, t, ACCELERATION_STILL) <= MANEUVER

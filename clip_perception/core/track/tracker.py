@@ -9,8 +9,8 @@ on a gated cost:
   since the track was last seen (an object may come back elsewhere), plus
   ``1 - IoU``; a size change beyond :data:`MAX_SIZE_RATIO` is not the same object;
 * 3D, where both have a position and the track was seen within
-  :data:`RECENT` s: the Mahalanobis distance to the filter's prediction; a
-  jump beyond the chi-square gate starts a new track;
+  :data:`RECENT` s: a jump farther than the object can have moved since
+  (:meth:`.filters.Kalman3D.jump`) starts a new track;
 * appearance: the region embedding's cosine distance to the track's stored
   embedding relative to the track's own past matches (:mod:`.appearance`);
   far beyond them is not the same object.
@@ -28,7 +28,7 @@ import numpy as np
 
 from .appearance import AppearanceMemory
 from .association import INFEASIBLE, box_iou, centre_distance, size_ratio, solve
-from .filters import GATE_3D, BoxFilter, Kalman3D
+from .filters import BoxFilter, Kalman3D
 from .hysteresis import Hysteresis, HysteresisConfig
 
 GATE = 1.0             # box sizes: how far a region may be from a track's prediction...
@@ -38,6 +38,7 @@ APPEARANCE_GATE = 4.0  # distance ratio beyond which a region is another object
 RECENT = 1.0           # s: tracks seen this recently are gated in 3D and preferred
 LOST_PENALTY = 0.5     # cost added for a track not seen recently
 MOVE_METRES = 0.005    # a stable track's position change that is reported as a move
+BORDER = 0.05          # of the frame: a region's side this near the border may be cut
 
 
 @dataclass(frozen=True)
@@ -202,24 +203,18 @@ class Tracker:
     def _cost(self, tr: Track, o: Observation, t: float) -> float:
         dt = max(t - tr.last_seen, 0.0)
         predicted = tr.boxes.predicted(t)
-        d = centre_distance(predicted, o.box)
+        box = self._amodal(o.box, tr)
+        d = centre_distance(predicted, box)
         gate = GATE + GATE_GROWTH * dt
-        visible = predicted
-        if self._frame is not None:
-            w, h = self._frame
-            visible = (max(predicted[0], 0), max(predicted[1], 0), min(predicted[2], w),
-                       min(predicted[3], h))
-            if visible[2] <= visible[0] or visible[3] <= visible[1]:
-                visible = predicted
-        if d > gate or size_ratio(visible, o.box) > MAX_SIZE_RATIO:
+        if d > gate or size_ratio(predicted, box) > MAX_SIZE_RATIO:
             return INFEASIBLE
         if (dt <= RECENT and tr.kalman is not None and o.point is not None
-                and tr.kalman.mahalanobis2(o.point, o.covariance, t) > GATE_3D):
+                and tr.kalman.jump(o.point, o.covariance, t)):
             return INFEASIBLE
         ratio = tr.appearance.ratio(o.embedding)
         if ratio > APPEARANCE_GATE:
             return INFEASIBLE
-        return (d / gate + (1.0 - box_iou(predicted, o.box)) + 0.5 * ratio / APPEARANCE_GATE
+        return (d / gate + (1.0 - box_iou(predicted, box)) + 0.5 * ratio / APPEARANCE_GATE
                 + (LOST_PENALTY if dt > RECENT else 0.0))
 
     def _start(self, phrase: str, o: Observation, t: float) -> Track:
@@ -234,11 +229,31 @@ class Tracker:
         self.tracks.append(tr)
         return tr
 
+    def _amodal(self, box, tr: Track) -> tuple[float, float, float, float]:
+        """``box`` with a side the frame's border cuts extended to the track's size: an
+        object half out of view keeps its size and its centre moves with it."""
+        if self._frame is None:
+            return box
+        width, height = self._frame
+        mx, my = BORDER * width, BORDER * height  # a region this near the border is cut
+        w, h = tr.boxes.size
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if x1 >= width - mx and x0 > mx:
+            x1 = max(x1, x0 + w)
+        elif x0 <= mx and x1 < width - mx:
+            x0 = min(x0, x1 - w)
+        if y1 >= height - my and y0 > my:
+            y1 = max(y1, y0 + h)
+        elif y0 <= my and y1 < height - my:
+            y0 = min(y0, y1 - h)
+        return (x0, y0, x1, y1)
+
     def _match(self, tr: Track, o: Observation, t: float) -> None:
+        box = self._amodal(o.box, tr)
         if t - tr.last_seen > RECENT:  # back after a while: no stale velocity
-            tr.boxes = BoxFilter(o.box, t)
+            tr.boxes = BoxFilter(box, t)
         else:
-            tr.boxes.update(o.box, t)
+            tr.boxes.update(box, t)
         tr.appearance.update(o.embedding, o.context)
         if o.point is not None:
             if tr.kalman is None or t - tr.last_seen > RECENT:
