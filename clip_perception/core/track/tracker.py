@@ -34,7 +34,9 @@ from .hysteresis import Hysteresis, HysteresisConfig
 GATE = 1.0             # box sizes: how far a region may be from a track's prediction...
 GATE_GROWTH = 1.5      # ...plus this many box sizes per second unseen
 MAX_SIZE_RATIO = 2.5   # a region this much wider or taller than the track is another object
-APPEARANCE_GATE = 4.0  # distance ratio beyond which a region is another object
+APPEARANCE_GATE = 4.0  # distance ratio beyond which a region is another object...
+APPEARANCE_GATE_RECENT = 16.0  # ...or, for a track seen within RECENT s, this (a region
+                               # the border cuts or an arm covers in part looks less alike)
 RECENT = 1.0           # s: tracks seen this recently are gated in 3D and preferred
 LOST_PENALTY = 0.5     # cost added for a track not seen recently
 MOVE_METRES = 0.005    # a stable track's position change that is reported as a move
@@ -212,8 +214,9 @@ class Tracker:
                 and tr.kalman.jump(o.point, o.covariance, t)):
             return INFEASIBLE
         ratio = tr.appearance.ratio(o.embedding)
-        if ratio > APPEARANCE_GATE:
+        if ratio > (APPEARANCE_GATE_RECENT if dt <= RECENT else APPEARANCE_GATE):
             return INFEASIBLE
+        ratio = min(ratio, APPEARANCE_GATE)
         return (d / gate + (1.0 - box_iou(predicted, box)) + 0.5 * ratio / APPEARANCE_GATE
                 + (LOST_PENALTY if dt > RECENT else 0.0))
 
@@ -254,7 +257,8 @@ class Tracker:
             tr.boxes = BoxFilter(box, t)
         else:
             tr.boxes.update(box, t)
-        tr.appearance.update(o.embedding, o.context)
+        if tuple(box) == tuple(float(v) for v in o.box):  # a region the border cuts
+            tr.appearance.update(o.embedding, o.context)  # would teach a partial look
         if o.point is not None:
             if tr.kalman is None or t - tr.last_seen > RECENT:
                 tr.kalman = Kalman3D(o.point, o.covariance, t)
