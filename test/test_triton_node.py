@@ -179,9 +179,7 @@ def test_a_frozen_server_freezes_nothing_in_the_node(ros_domain, tmp_path):
     group, as in a network partition) for 20 s: /diagnostics keeps its period, a
     command sent meanwhile is accepted at once, and within 15 s of the server's return
     the node answers that command."""
-    server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color",
-                                 extra_args=("--backend", os.environ.get(
-                                     "CLIP_PERCEPTION_FREEZE_BACKEND", "pytriton"))).start()
+    server = TritonServerProcess(COLOR_MODEL, tmp_path / "server.log", name="color").start()
     with node_on(server, ros_domain, tmp_path, "?timeout=5", wait_for_server=True) as (node, probe):
         assert probe.command("find the red block", expect_targets="red block")
         red = make_scene(np.random.default_rng(3), target_colour="red", present=True).image

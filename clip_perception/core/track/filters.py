@@ -5,8 +5,9 @@ growing with time.
 
 The 3D filter assumes a still or steadily moving object (:data:`ACCELERATION_STILL`)
 and so averages the measurement noise away; a measurement it cannot explain so
-(normalised innovation beyond :data:`MANEUVER`) is taken as the object being moved,
-and that step uses :data:`ACCELERATION_3D`. A measurement farther from the estimate
+(normalised innovation beyond :data:`MANEUVER`) is taken as the object being moved:
+the filter restarts at that measurement, so a moved object is followed at once
+instead of lagging while a still model catches up. A measurement farther from the estimate
 than :data:`MAX_SPEED` times the time since, plus :data:`GATE_SIGMAS` standard
 deviations, is a jump: another object (:meth:`Kalman3D.jump`).
 """
@@ -65,8 +66,10 @@ class Kalman3D:
         return float(np.linalg.norm(np.asarray(point, float) - self.x[:3])) > allowed
 
     def update(self, point: np.ndarray, covariance: np.ndarray, t: float) -> None:
-        still = self.mahalanobis2(point, covariance, t, ACCELERATION_STILL) <= MANEUVER
-        x, p = self.predicted(t, ACCELERATION_STILL if still else ACCELERATION_3D)
+        if self.mahalanobis2(point, covariance, t, ACCELERATION_STILL) > MANEUVER:
+            self._restart(point, covariance, t)
+            return
+        x, p = self.predicted(t, ACCELERATION_STILL)
         h = np.zeros((3, 6))
         h[:, :3] = np.eye(3)
         s = p[:3, :3] + np.asarray(covariance, float)
@@ -75,6 +78,13 @@ class Kalman3D:
         self.p = (np.eye(6) - k @ h) @ p
         self.p = (self.p + self.p.T) / 2
         self.t = max(self.t, float(t))
+
+    def _restart(self, point: np.ndarray, covariance: np.ndarray, t: float) -> None:
+        """The object was moved: start again at the measurement, as a new still object
+        (a step's velocity would carry the estimate past an object that stops)."""
+        t0 = self.t
+        self.__init__(point, covariance, t)
+        self.t = max(t0, float(t))
 
     @property
     def point(self) -> np.ndarray:
