@@ -89,10 +89,16 @@ def test_backprojection_inverts_projection_and_scales_with_resolution():
     cam = PinholeCamera.from_k([600, 0, 330, 0, 610, 250, 0, 0, 1], 640, 480)
     p = cam.backproject(100.0, 400.0, 1.7)
     assert cam.project(p) == pytest.approx((100.0, 400.0))
-    half = cam.scaled(320, 240)
-    assert (half.fx, half.fy, half.cx, half.cy) == (300, 305, 165, 125)
-    # The same point seen at half resolution: half the pixel coordinates.
-    assert half.project(p) == pytest.approx((50.0, 200.0))
+    # Pixel centres at whole coordinates: half-resolution pixel (50, 200) covers
+    # full-resolution pixels 100..101 x 400..401, so its centre is their shared corner.
+    corner = cam.backproject(100.5, 400.5, 1.7)
+    assert cam.scaled(320, 240).project(corner) == pytest.approx((50.0, 200.0))
+    # ...and the ray through a pixel's centre is the same at any resolution.
+    for w, h in ((320, 240), (1280, 960), (424, 240)):
+        other = cam.scaled(w, h)
+        sx, sy = w / 640, h / 480
+        u, v = (100 + 0.5) * sx - 0.5, (400 + 0.5) * sy - 0.5
+        assert np.allclose(other.ray(u, v), cam.ray(100.0, 400.0))
 
 
 # --- 3D location ------------------------------------------------------------------

@@ -70,10 +70,11 @@ class PinholeCamera:
         return cls.from_k(k, width, height)
 
     def scaled(self, width: int, height: int) -> PinholeCamera:
-        """The same camera at another resolution (same field of view)."""
+        """The same camera at another resolution (same field of view). Pixel centres
+        sit at whole coordinates, so a coordinate u maps to (u + 0.5) s - 0.5."""
         sx, sy = width / self.width, height / self.height
-        return PinholeCamera(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy,
-                             int(width), int(height))
+        return PinholeCamera(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
+                             (self.cy + 0.5) * sy - 0.5, int(width), int(height))
 
     def ray(self, u: np.ndarray | float, v: np.ndarray | float):
         """(x/z, y/z) of the rays through pixel coordinates (u, v)."""
