@@ -20,6 +20,8 @@ PYTEST_ARGS ?=
 # so three share two cores well; each file stays on one worker (its shared fixtures).
 TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist loadfile
+# The fast suite is CPU-bound: one worker per core.
+FAST_WORKERS ?= 2
 DEMO_ARGS ?=
 
 .PHONY: setup triton-setup test test-fast lint demo bench evaluate clean
@@ -60,9 +62,9 @@ $(TRITON_STAMP): requirements-triton.txt
 test: lint $(TRITON_STAMP)
 	$(VPY) -m pytest -q $(XDIST) test $(PYTEST_ARGS)
 
-# The core only: no DDS, no ROS processes, nothing slow (about 30 s on 2 cores).
+# The core's unit tests: no DDS, no ROS processes, nothing slow.
 test-fast: $(STAMP)
-	$(VPY) -m pytest -q $(XDIST) test -m "not ros and not slow" $(PYTEST_ARGS)
+	$(VPY) -m pytest -q -n $(FAST_WORKERS) --dist loadfile test -m "not ros and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .

@@ -53,6 +53,7 @@ def scenes():
     return scene_set(3, seed=0, width=WIDTH, height=HEIGHT, size_range=(12, 28))
 
 
+@pytest.mark.slow
 def test_same_windows_best_window_and_scores(encoder, scenes) -> None:
     detector = Detector(encoder, SINGLE_PASS)
     preprocess = clip_preprocess(encoder.input_size)
@@ -119,6 +120,7 @@ class PlainEncoder:
         return self.inner.encode_texts(texts)
 
 
+@pytest.mark.slow
 def test_normalising_the_frame_before_cropping_changes_nothing(encoder, scenes) -> None:
     image = FrameUploader(CPU)(Frame.from_rgb(scenes[1].image))
     windows = window_grid(WIDTH, HEIGHT, (0.5, 0.25), 0.5)
@@ -151,6 +153,7 @@ def test_bf16_weights_stored_once_equal_autocast_over_fp32() -> None:
     torch.testing.assert_close(bf16.encode_texts(texts), want_texts, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_chunks_give_the_same_embeddings_as_one_batch(encoder) -> None:
     assert encoder.max_batch > 0  # the CPU default
     one_batch = ClipEncoder(tiny_clip(), CPU, torch.float32, max_batch=0)
@@ -172,6 +175,7 @@ def test_fp16_encoder_runs_and_matches_fp32(encoder) -> None:
             > 0.99).all()
 
 
+@pytest.mark.slow
 def test_compiled_encoder_pads_to_static_shapes_and_matches_eager(encoder) -> None:
     compiled = ClipEncoder(tiny_clip(), CPU, torch.float32)
     compiled.compile(backend="eager", pad_to=4)
@@ -189,6 +193,7 @@ FINAL_LINE = re.compile(r"speedup_vs_naive=\d+\.\d+ overhead_vs_model=\d+\.\d+ "
                         r"device=cpu windows=86")
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end(capsys) -> None:
     code = benchmark.main(["--arch", "tiny", "--frames", "1", "--size", "64x48",
                            "--precision", "fp32", "--device", "cpu"])

@@ -87,6 +87,7 @@ def reference_image_embeddings(model: CLIP, images: torch.Tensor) -> torch.Tenso
         return model.encode_image((images - mean) / std).float()
 
 
+@pytest.mark.slow
 def test_jit_archive_loads_through_clip_load(tiny_encoder: ClipEncoder, tiny_model: CLIP) -> None:
     assert isinstance(tiny_encoder, ClipEncoder)
     assert tiny_encoder.input_size == RESOLUTION
@@ -120,6 +121,7 @@ def test_logit_scale_is_capped_at_100() -> None:
     assert ClipEncoder(model, torch.device("cpu"), torch.float32).logit_scale == 100.0
 
 
+@pytest.mark.slow
 def test_detector_runs_on_tiny_clip(tiny_encoder: ClipEncoder) -> None:
     width, height = 96, 64
     frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -138,6 +140,7 @@ def test_detector_runs_on_tiny_clip(tiny_encoder: ClipEncoder) -> None:
     assert detection.heatmaps[0].shape == (math.ceil(height / 8), math.ceil(width / 8))
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_is_close_to_fp32(tiny_jit_checkpoint: Path, tiny_encoder: ClipEncoder) -> None:
     bf16 = load_encoder(str(tiny_jit_checkpoint), device="cpu", precision="bf16")
     images = torch.rand(4, 3, RESOLUTION, RESOLUTION, generator=torch.Generator().manual_seed(1))

@@ -46,6 +46,7 @@ def test_corrupt_and_truncated_payloads_raise_a_clear_error(codec):
         decode_compressed("tiff", b"II*\x00" + bytes(100))
 
 
+@pytest.mark.slow
 def test_compressed_and_raw_give_the_same_regions():
     """The issue's goal: IoU >= 0.9 between regions from jpeg and from raw frames."""
     from clip_perception.core.detect.detector import Detector

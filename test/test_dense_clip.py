@@ -50,6 +50,7 @@ def uniform(colour, height: int, width: int) -> torch.Tensor:
     return torch.tensor(colour).view(1, 3, 1, 1).expand(1, 3, height, width).contiguous()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, grid", [("vit", (6, 8)), ("resnet", (3, 4))])
 @pytest.mark.parametrize("size", [(48, 64), (96, 128), (30, 41)])
 def test_shapes(kind: str, grid, size) -> None:
@@ -87,6 +88,7 @@ def test_cell_bounds_divide_the_frame_evenly() -> None:
     assert np.all(np.diff(xs) >= 101 // 9) and np.all(np.diff(ys) >= 50 // 7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_change_in_one_half_changes_that_half_of_the_grid(kind: str, seed: int) -> None:
@@ -189,6 +191,7 @@ def test_bf16_matches_fp32() -> None:
     assert cos.min() > 0.97
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
 def test_hybrid_mode_runs_on_the_real_dense_path(kind: str) -> None:
     """Hybrid end to end on the real CLIP code with random weights (no quality to assert):

@@ -49,6 +49,7 @@ def same(a, b) -> None:
         np.testing.assert_allclose(h, k, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENCODERS)
 @pytest.mark.parametrize("seed", (0, 1))
 def test_batch_equals_per_frame(name: str, seed: int) -> None:
@@ -59,6 +60,7 @@ def test_batch_equals_per_frame(name: str, seed: int) -> None:
         same(result, detector.detect(frame, targets=("red block",), with_heatmap=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ("linear", "clip_like"))
 def test_one_encoder_pass_per_stage(name: str) -> None:
     encoder = CountingEncoder(known_answer.load(name))
@@ -74,6 +76,7 @@ def test_one_encoder_pass_per_stage(name: str) -> None:
     assert encoder.batches[0] == 3 * len(single.windows)
 
 
+@pytest.mark.slow
 def test_frames_of_different_sizes_and_empty_batch() -> None:
     detector = Detector(known_answer.load("linear"))
     rng = np.random.default_rng(5)
@@ -85,6 +88,7 @@ def test_frames_of_different_sizes_and_empty_batch() -> None:
     assert detector.detect_batch([], targets=("red block",)) == []
 
 
+@pytest.mark.slow
 def test_no_targets_and_hybrid_run_per_frame() -> None:
     detector = Detector(known_answer.load("linear"), DetectorConfig(mode="hybrid"))
     frames = [s.image for s in scenes(7, 2)]
@@ -117,6 +121,7 @@ class RemoteLike:
         return self.inner.encode_texts(texts)
 
 
+@pytest.mark.slow
 def test_a_remote_encoder_gets_one_request_per_frame_and_stage() -> None:
     encoder = RemoteLike(known_answer.load("concave"))
     detector = Detector(encoder, DetectorConfig(refine_stages=2))

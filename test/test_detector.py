@@ -83,6 +83,7 @@ def detector(encoder: ColorEncoder) -> Detector:
     return Detector(encoder, DetectorConfig())
 
 
+@pytest.mark.slow
 def test_coarse_windows_follow_the_config(detector: Detector) -> None:
     config = detector.config
     detection = detector.detect(image_with(), ["red block"])
@@ -93,6 +94,7 @@ def test_coarse_windows_follow_the_config(detector: Detector) -> None:
     assert len(detection.targets[0].window_scores) == len(detection.windows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", [(48, 48, 96, 96), (208, 144, 256, 192), (0, 0, 96, 96),
                                    (96, 96, 192, 192)])
 def test_block_on_a_coarse_window_is_the_best_window(detector: Detector, block) -> None:
@@ -106,6 +108,7 @@ def test_block_on_a_coarse_window_is_the_best_window(detector: Detector, block) 
     assert result.score == pytest.approx(expected_probability(1.0), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_best_window_is_the_one_the_block_fills_most(detector: Detector) -> None:
     block = (52, 100, 94, 140)  # inside the 48-px window (48, 96, 96, 144) only
     result = detector.detect(image_with(("red", block)), ["red block"]).targets[0]
@@ -113,6 +116,7 @@ def test_best_window_is_the_one_the_block_fills_most(detector: Detector) -> None
     assert result.best_window == (48, 96, 96, 144)
 
 
+@pytest.mark.slow
 def test_frame_score_is_the_whole_frame_probability(detector: Detector) -> None:
     # the left half red: the whole-frame crop is exactly half red (256 -> 32 px, 8 px a column)
     detection = detector.detect(image_with(("red", (0, 0, W // 2, H))), ["red block"])
@@ -135,6 +139,7 @@ def test_absent_target(detector: Detector) -> None:
     assert not detector.detect(image, ["red block"]).present
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", [(48, 48, 96, 96), (100, 40, 160, 110), (30, 30, 130, 130),
                                    (150, 100, 230, 170), (60, 110, 124, 174), (0, 0, 64, 64),
                                    (192, 128, 256, 192)])
@@ -144,6 +149,7 @@ def test_refined_box_fits_the_block(detector: Detector, block) -> None:
     assert box_iou(result.box, block) >= 0.7, result.box
 
 
+@pytest.mark.slow
 def test_refined_box_on_random_scenes(detector: Detector) -> None:
     """Textured background, random sizes and places: the box points at the block."""
     rng = np.random.default_rng(5)
@@ -179,6 +185,7 @@ def test_two_targets_in_command_order(detector: Detector) -> None:
     assert detection.crops <= detector.config.crop_budget
 
 
+@pytest.mark.slow
 def test_detection_present_only_when_all_targets_are(detector: Detector) -> None:
     image = image_with(("red", (48, 48, 96, 96)))
     detection = detector.detect(image, ["red block", "green block"])
@@ -200,6 +207,7 @@ def test_many_targets_each_find_their_block(detector: Detector) -> None:
         assert all(box_iou(result.box, b) == 0 for b in others), (result.phrase, result.box)
 
 
+@pytest.mark.slow
 def test_many_targets_on_random_scenes(detector: Detector) -> None:
     """Four targets share the refinement budget; each box must still cover its block.
 
@@ -220,6 +228,7 @@ def test_many_targets_on_random_scenes(detector: Detector) -> None:
     assert np.mean(ious) >= 0.5, np.round(ious, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", [31, 40, 60, 86, 200])
 @pytest.mark.parametrize("n_targets", [1, 3])
 def test_crops_within_budget(encoder: ColorEncoder, budget: int, n_targets: int) -> None:
@@ -230,6 +239,7 @@ def test_crops_within_budget(encoder: ColorEncoder, budget: int, n_targets: int)
     assert len(detection.windows) <= detection.crops <= budget
 
 
+@pytest.mark.slow
 def test_text_embeddings_are_cached(encoder: ColorEncoder, detector: Detector) -> None:
     image = image_with(("red", (48, 48, 96, 96)))
     detector.detect(image, ["red block"])

@@ -30,6 +30,7 @@ def test_auroc_needs_both_classes() -> None:
     assert math.isnan(auroc([0.9], []))
 
 
+@pytest.mark.slow
 def test_quality_on_generated_scenes() -> None:
     width, height = 256, 192
     scenes = scene_set(24, seed=2, width=width, height=height, size_range=(24, 56))
@@ -53,6 +54,7 @@ def test_quality_on_generated_scenes() -> None:
         width, height, single.window_scales, single.window_stride, single.include_full_frame))
 
 
+@pytest.mark.slow
 def test_main_prints_both_reports(capsys) -> None:
     assert main(["--scenes", "4", "--size", "160x120", "--device", "cpu", "--seed", "0",
                  "--threshold", "0.4"]) == 0
@@ -86,6 +88,7 @@ def test_best_threshold_separates_scores_and_prefers_the_middle() -> None:
     assert accuracy == 0.75 and threshold == 0.5, "0.2, 0.5 and 0.65 tie; 0.5 is nearest"
 
 
+@pytest.mark.slow
 def test_labelled_bag_round_trips_and_evaluates_like_the_scenes(tmp_path) -> None:
     from clip_perception.tools.labelled_bag import read_labelled_bag, write_labelled_bag
 
@@ -96,6 +99,7 @@ def test_labelled_bag_round_trips_and_evaluates_like_the_scenes(tmp_path) -> Non
     assert all(np.array_equal(a.image, b.image) for a, b in zip(back, scenes))
 
 
+@pytest.mark.slow
 def test_main_evaluates_a_labelled_bag(tmp_path, capsys) -> None:
     from clip_perception.tools.labelled_bag import write_labelled_bag
 
@@ -105,6 +109,7 @@ def test_main_evaluates_a_labelled_bag(tmp_path, capsys) -> None:
     assert "scenes=8 bag=" in text and "refined" in text and "presence threshold:" in text
 
 
+@pytest.mark.slow
 def test_main_all_encoders_prints_a_row_per_family_member(capsys) -> None:
     from clip_perception.testing.known_answer import family
 
@@ -120,6 +125,7 @@ def test_main_all_encoders_prints_a_row_per_family_member(capsys) -> None:
     assert lines[-1].startswith("goals (presence >= 0.98")
 
 
+@pytest.mark.slow
 def test_main_takes_a_family_member_by_name(capsys) -> None:
     assert main(["--encoder", "concave", "--scenes", "4", "--size", "160x120", "--device", "cpu"]
                 ) == 0
@@ -129,6 +135,7 @@ def test_main_takes_a_family_member_by_name(capsys) -> None:
         main(["--encoder", "nope"])
 
 
+@pytest.mark.slow
 def test_object_sizes_limit_the_hard_scenes_to_one_bucket(capsys) -> None:
     assert main(["--encoder", "linear", "--scenes", "6", "--device", "cpu", "--seed", "0",
                  "--object-sizes", "30-60"]) == 0

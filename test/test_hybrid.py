@@ -63,6 +63,7 @@ def test_config_validates_mode_and_verify_crops() -> None:
             DetectorConfig(verify_crops=bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("member", members())
 def test_every_member_finds_the_target_within_the_budget(member: str) -> None:
     encoder = known_answer.load(member)
@@ -87,6 +88,7 @@ def test_every_member_finds_the_target_within_the_budget(member: str) -> None:
         assert not detector.detect(scene.image, [scene.target]).targets[0].present, (member, k)
 
 
+@pytest.mark.slow
 def test_hybrid_box_fits_a_block_on_the_linear_member() -> None:
     detector = Detector(known_answer.load("linear"), HYBRID)
     rng = np.random.default_rng(5)
@@ -98,6 +100,7 @@ def test_hybrid_box_fits_a_block_on_the_linear_member() -> None:
     assert np.mean(np.asarray(ious) >= 0.5) >= 0.75, ious
 
 
+@pytest.mark.slow
 def test_two_targets_are_each_found_and_share_the_budget() -> None:
     detector = Detector(known_answer.load("linear"), HYBRID)
     image = np.full((480, 640, 3), 128, np.uint8)
@@ -111,6 +114,7 @@ def test_two_targets_are_each_found_and_share_the_budget() -> None:
     assert result.crops <= HYBRID.verify_crops
 
 
+@pytest.mark.slow
 def test_hybrid_costs_far_fewer_crops_than_crop_mode() -> None:
     encoder = known_answer.load("linear")
     scene = make_scene(np.random.default_rng(2), distractors=1)
@@ -119,6 +123,7 @@ def test_hybrid_costs_far_fewer_crops_than_crop_mode() -> None:
     assert hybrid <= 12 < crops
 
 
+@pytest.mark.slow
 def test_heatmap_comes_from_the_dense_map() -> None:
     encoder = ColorEncoder()
     detector = Detector(encoder, HYBRID)
@@ -135,6 +140,7 @@ def test_heatmap_comes_from_the_dense_map() -> None:
     assert outer.max() < 0.05  # the dense map is sharp at its 16 px cells
 
 
+@pytest.mark.slow
 def test_run_time_switch_and_fallback_warns_once(caplog) -> None:
     encoder = known_answer.load("linear")
     detector = Detector(encoder)
@@ -205,6 +211,7 @@ def test_scaled_boxes_shrink_about_the_centre_inside_the_frame() -> None:
                                   [[0, 0, 125, 100]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("member", members())
 def test_hybrid_boxes_fit_on_hard_scenes_for_every_member(member: str) -> None:
     """The evaluation's hard scenes (30 px to half the frame, cut, textured, same-colour
@@ -247,20 +254,18 @@ DENSE_VARIANTS = ("cells_32px", "cells_48px", "context_blurred")
 
 def member_variants() -> list:
     """Each member with one of the three dense variants, in turn: every member and
-    every variant is covered, each variant on four members, two of them in the fast
-    suite (the full cross product, three times as long: ``CLIP_PERCEPTION_FULL_FAMILY=1``)."""
+    every variant is covered, each variant on four members (the full cross product,
+    three times as long: ``CLIP_PERCEPTION_FULL_FAMILY=1``)."""
     full = os.environ.get("CLIP_PERCEPTION_FULL_FAMILY") == "1"
     out = []
-    for i, param in enumerate(members()):
-        member = param if isinstance(param, str) else param.values[0]
-        marks = () if isinstance(param, str) else param.marks
+    for i, member in enumerate(members()):
         for j, variant in enumerate(DENSE_VARIANTS):
             if full or j == i % len(DENSE_VARIANTS):
-                out.append(pytest.param(member, variant, marks=marks,
-                                        id=f"{member}-{variant}"))
+                out.append(pytest.param(member, variant, id=f"{member}-{variant}"))
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("member,variant", member_variants())
 def test_hybrid_boxes_hold_on_coarser_and_blurrier_dense_features(member: str,
                                                                   variant: str) -> None:
@@ -310,6 +315,7 @@ def test_zoom_level_comes_from_the_cells_outside_the_first_box() -> None:
     assert (r.start, r.stop, c.start, c.stop) == (4, 5, 4, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("member", ["linear", "clip_like"])
 def test_zoom_pass_refits_a_small_object_on_coarse_cells(member: str) -> None:
     """A 40 px block on 48 px cells: the first pass can only place its edges within a
@@ -338,6 +344,7 @@ def test_dense_heatmap_maps_cells_to_pixels() -> None:
     assert heat[15, 0] == 3 and heat[29, 59] == 5
 
 
+@pytest.mark.slow
 def test_evaluate_prints_hybrid_beside_crop_mode(capsys) -> None:
     from clip_perception.tools.evaluate import main
 
@@ -350,6 +357,7 @@ def test_evaluate_prints_hybrid_beside_crop_mode(capsys) -> None:
     assert float(hybrid.split("crops/frame=")[1].split()[0]) <= HYBRID.verify_crops
 
 
+@pytest.mark.slow
 def test_evaluate_dense_cell_sets_the_known_answer_cell_size(monkeypatch, capsys) -> None:
     """--dense-cell reaches the encoder (its dense grid), and is refused with --model."""
     from clip_perception.tools import evaluate
@@ -369,6 +377,7 @@ def test_evaluate_dense_cell_sets_the_known_answer_cell_size(monkeypatch, capsys
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_evaluate_no_hybrid_zoom_reaches_the_detector(monkeypatch, capsys) -> None:
     from clip_perception.tools import evaluate
 

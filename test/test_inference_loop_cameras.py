@@ -209,6 +209,7 @@ class CountingEncoder:
         return self.inner.encode_texts(texts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ("linear", "high_background", "clip_like"))
 def test_a_real_detector_batches_cameras_and_matches_single_frames(name):
     """Two cameras' frames waiting together: one encoder pass per stage, and the

@@ -26,6 +26,7 @@ def _cosines(encoder, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
     return img @ txt.T
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ka.family())
 def test_every_member_loads_as_module_factory_and_has_both_contracts(name: str) -> None:
     encoder = load_encoder(ka.spec(name), device="cpu")
@@ -38,6 +39,7 @@ def test_every_member_loads_as_module_factory_and_has_both_contracts(name: str) 
     assert encoder.encode_dense(frame).dim() == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [*ka.family(), "color"])
 @pytest.mark.parametrize("size", [(120, 200), (97, 131)])
 def test_dense_cells_are_the_crops_of_the_evenly_divided_frame(name: str, size) -> None:
@@ -103,6 +105,7 @@ def test_high_and_low_background_differ_as_named() -> None:
     assert high.item() >= 0.45 > 0.1 > low.item()
 
 
+@pytest.mark.slow
 def test_noisy_is_noisy_repeatable_and_seeded() -> None:
     frames = torch.cat([_grey_frame(64, 64, seed=s) for s in range(40)])
     frames[:20, :, :32] = RED

@@ -91,6 +91,8 @@ def test_core_has_the_expected_modules() -> None:
         assert f"clip_perception.core.{name}" in modules
 
 
+@pytest.mark.slow
+@pytest.mark.slow
 def test_every_core_module_imports_without_ros(outcome: dict) -> None:
     core = {m: r for m, r in outcome["results"].items() if m != NODE}
     assert set(core) == set(core_modules())
@@ -98,6 +100,7 @@ def test_every_core_module_imports_without_ros(outcome: dict) -> None:
     assert not failed, failed
 
 
+@pytest.mark.slow
 def test_the_blocker_catches_a_module_that_imports_ros(outcome: dict) -> None:
     """The check can fail: the ROS node itself does not import under the blocker."""
     assert outcome["results"][NODE].startswith("ImportError"), outcome

@@ -25,6 +25,7 @@ def scenes():
     return hard_scene_set(16, seed=5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", members())
 def test_goals_hold_for_every_family_member(name: str, scenes) -> None:
     report = evaluate(Detector(known_answer.load(name)), scenes, name)
@@ -34,6 +35,7 @@ def test_goals_hold_for_every_family_member(name: str, scenes) -> None:
     assert report.crops_per_frame <= MAX_CROPS, report.line()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["concave", "clip_like"])
 def test_saturating_encoders_do_not_inflate_the_box(name: str) -> None:
     """Fails with the probability-heatmap box (box_method: heatmap), whose boxes

@@ -236,6 +236,7 @@ def test_annotate_draws_found_and_missing_targets_on_a_copy():
 
 
 # --- the node's counters, read by /diagnostics while the publisher thread counts ---------
+@pytest.mark.slow
 def test_node_counters_survive_new_reasons_counted_on_the_publisher_thread():
     """The publisher thread adds ``no_3d_<reason>`` keys while the diagnostics timer
     reads the counters: the read must never raise (it would end rclpy.spin)."""

@@ -54,6 +54,7 @@ def test_rgbd_bag_round_trips(tmp_path, encoding, storage):
         assert b.camera == a.camera and np.allclose(b.truth, a.truth)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_3d_error_on_an_rgbd_bag(tmp_path, capsys):
     from clip_perception.tools.evaluate import main
 

@@ -192,6 +192,7 @@ def test_mismatched_depth_or_camera_info_size_gives_a_reason():
     assert isinstance(loc, DepthInvalid) and loc.reason == REASON_CAMERA_INFO
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
 def test_3d_goal_on_generated_scenes_for_a_family_of_regions(encoding):
     """Regions from tight to ~3x the object's area, shifted, as different encoders give;

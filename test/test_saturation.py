@@ -82,6 +82,7 @@ def test_sharp_member_saturates_the_probabilities_but_not_the_cosines() -> None:
     assert np.all(np.diff(scores.cosine[:, 0]) > 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warp", sorted(WARPS))
 @pytest.mark.parametrize("member", ["sharp", "noisy"])
 def test_the_box_is_invariant_to_monotone_transforms_of_the_cosines(member: str,
@@ -91,6 +92,7 @@ def test_the_box_is_invariant_to_monotone_transforms_of_the_cosines(member: str,
     assert [w for _, w, _ in warped] == [w for _, w, _ in base]
 
 
+@pytest.mark.slow
 def test_the_sharp_box_is_tight() -> None:
     ious = [max(box_iou(box, t) for t in s.target_boxes)
             for (box, _, _), s in zip(boxes("sharp", None), scenes())]

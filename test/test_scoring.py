@@ -163,6 +163,7 @@ class _PausingCache(dict):
         return found
 
 
+@pytest.mark.slow
 def test_classes_are_consistent_while_another_thread_overflows_the_cache() -> None:
     """The worker reads classes() while the executor thread prepares new targets; a
     prepare that overflows the cache clears it, and that must not break the reader."""

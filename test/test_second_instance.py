@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from family import FAST
 
 from clip_perception.core.detect.config import DetectorConfig
 from clip_perception.core.detect.detector import Detector
@@ -47,9 +46,9 @@ FAINT_CROPS = pytest.mark.xfail(
     "(1 to 2 logits of margin) score under 0.5 when the object fills 70% of one")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("member", "mode"), [
-    pytest.param(m, mode, marks=[*([FAINT_CROPS] if (m, mode) == ("faint", "crops") else []),
-                                 *([] if m in FAST else [pytest.mark.slow])])
+    pytest.param(m, mode, marks=[FAINT_CROPS] if (m, mode) == ("faint", "crops") else [])
     for mode in ("crops", "hybrid") for m in MEMBERS])
 def test_two_instances_box_one_and_second_the_other(member: str, mode: str) -> None:
     detector = Detector(known_answer.load(member), DetectorConfig(mode=mode))

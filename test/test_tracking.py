@@ -253,6 +253,7 @@ def test_tracks_add_a_scene_object_when_stable_move_it_and_remove_it_when_they_e
 
 
 # --- the loop with the tracking stage (real time, a 3 s sequence) ----------------------
+@pytest.mark.slow
 def test_propagation_carries_boxes_between_inferences_without_changing_decisions():
     from clip_perception.core.detect.detector import Detector
     from clip_perception.testing import known_answer
@@ -276,6 +277,7 @@ def test_propagation_carries_boxes_between_inferences_without_changing_decisions
 
 
 # --- the sequence benchmark's figures -------------------------------------------------
+@pytest.mark.slow
 def test_sequences_hide_and_return_the_object_with_truth_per_frame():
     from clip_perception.testing.sequences import make_sequence
 

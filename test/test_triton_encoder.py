@@ -70,6 +70,7 @@ def test_without_tritonclient_a_triton_model_names_the_package(monkeypatch):
         load_encoder("triton://127.0.0.1:8001/clip")
 
 
+@pytest.mark.slow
 def test_no_server_is_a_retryable_model_load_error_after_connect_timeout():
     """Unreachable, not broken: ModelUnreachableError (a ModelLoadError), so a node keeps
     trying instead of failing to configure."""
@@ -90,6 +91,7 @@ def frames(n=3, seed=0):
     return [make_scene(rng, target_colour=c).image for c in ("red", "blue", "green")[:n]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(ENCODERS))
 def test_window_model_equals_in_process_cropping(kind):
     encoder = ENCODERS[kind]()
@@ -147,6 +149,7 @@ class WindowsEncoder:
         return self.inner.encode_texts(texts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(ENCODERS))
 def test_detector_hands_frame_and_boxes_to_encode_windows(kind):
     local = Detector(ENCODERS[kind]())

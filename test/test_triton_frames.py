@@ -89,6 +89,7 @@ def request(frame, ids, boxes):
             protocol.BOXES: boxes[None]}
 
 
+@pytest.mark.slow
 def test_image_model_answers_by_id_what_it_answered_for_the_frame_and_flags_missing_ones():
     encoder = color_encoder.factory("cpu")
     embed, cache = WindowEmbedder(encoder), FrameCache()
@@ -189,6 +190,7 @@ def same(a, b):
                             atol=1e-5))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(ENCODERS))
 def test_each_frame_is_sent_once_per_detect_and_answers_equal_in_process(kind):
     server = LocalServer(ENCODERS[kind]())
@@ -206,6 +208,7 @@ def test_each_frame_is_sent_once_per_detect_and_answers_equal_in_process(kind):
     assert (encoder.frames_sent, encoder.frames_resent) == (len(scenes), 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["color", "clip_like"])
 def test_a_server_restart_between_the_coarse_and_the_fine_pass_costs_one_resend(kind):
     server = LocalServer(ENCODERS[kind]())
@@ -219,6 +222,7 @@ def test_a_server_restart_between_the_coarse_and_the_fine_pass_costs_one_resend(
     assert [carried for carried, _ in server.requests[:3]] == [True, False, True]
 
 
+@pytest.mark.slow
 def test_a_frame_changed_in_place_is_sent_again():
     """The client recognises frames by their pixels, not by the buffer they arrive in."""
     server = LocalServer(color_encoder.factory("cpu"))
@@ -232,6 +236,7 @@ def test_a_frame_changed_in_place_is_sent_again():
     assert server.cache.received == len(scenes)
 
 
+@pytest.mark.slow
 def test_eviction_under_many_clients_is_resent_transparently():
     """Eight robots share a server that keeps two frames: frames are evicted between a
     client's passes, and every client still gets the in-process answers."""
@@ -263,6 +268,7 @@ def test_a_server_without_frame_ids_is_named_as_an_older_protocol():
         remote(LocalServer(color_encoder.factory("cpu"), ids_input=False))
 
 
+@pytest.mark.slow
 def test_a_bgr_frame_is_converted_and_sent_once_per_detect(monkeypatch):
     """The client knows a frame by the pixels it arrived with: its later passes neither
     convert it to RGB again nor send it; the same bytes in another order are another frame."""
@@ -297,6 +303,7 @@ class ServerError(Exception):
         return self._status
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status, outage", [
     ("StatusCode.INTERNAL", False), ("StatusCode.INVALID_ARGUMENT", False),
     ("StatusCode.RESOURCE_EXHAUSTED", False),
@@ -336,6 +343,7 @@ def test_a_failed_request_keeps_the_connection_and_an_outage_drops_it(status, ou
     assert len(opened) == (2 if outage else 1)  # only an outage opens a new connection
 
 
+@pytest.mark.slow
 def test_one_bad_request_in_a_dynamic_batch_fails_alone(tmp_path):
     """The model raises on one request of a batch: that request gets the error, the
     others the answers they get alone (before, the whole batch failed)."""
