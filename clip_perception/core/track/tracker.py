@@ -204,8 +204,11 @@ class Tracker:
 
     def _cost(self, tr: Track, o: Observation, t: float) -> float:
         dt = max(t - tr.last_seen, 0.0)
-        predicted = tr.boxes.predicted(t)
         box = self._amodal(o.box, tr)
+        # moving on as it moved, or stopped where it was last seen (an object put down
+        # after a fast move would otherwise be predicted far past where it stands)
+        predicted = min((tr.boxes.predicted(t), tr.boxes.predicted(t, horizon=0.0)),
+                        key=lambda b: centre_distance(b, box))
         d = centre_distance(predicted, box)
         gate = GATE + GATE_GROWTH * dt
         if d > gate or size_ratio(predicted, box) > MAX_SIZE_RATIO:
