@@ -80,6 +80,7 @@ class Track:
     size: np.ndarray | None = None
     hits: int = 1
     added: bool = False            # a collision object was added for it
+    missed_since: float | None = None  # the first inference since last_seen that missed it
     reported_point: np.ndarray | None = None
 
     @property
@@ -198,6 +199,8 @@ class Tracker:
         for tr in tracks:
             if tr.id not in matched:
                 tr.hysteresis.update(False)
+                if tr.missed_since is None:
+                    tr.missed_since = t
         for tr in (x for x in self.tracks if x.phrase == phrase):
             events.extend(self._scene_events(tr, t))
         return ids
@@ -269,7 +272,7 @@ class Tracker:
                 tr.kalman.update(o.point, o.covariance, t)
             tr.size = o.size if tr.size is None else 0.7 * tr.size + 0.3 * o.size
         tr.hysteresis.update(True)
-        tr.last_seen, tr.score = t, o.score
+        tr.last_seen, tr.score, tr.missed_since = t, o.score, None
         tr.hits += 1
 
     def _scene_events(self, tr: Track, t: float) -> list[SceneEvent]:
@@ -288,7 +291,10 @@ class Tracker:
         """End tracks unseen for ``memory`` s and tracks of phrases no longer searched."""
         keep, events = [], []
         for tr in self.tracks:
-            if t - tr.last_seen > self.config.memory or tr.phrase not in phrases:
+            # out of view since somewhere between last_seen and the first miss: count from
+            # the miss, so a slow cadence does not eat into the memory
+            gone = tr.missed_since if tr.missed_since is not None else tr.last_seen
+            if t - gone > self.config.memory or tr.phrase not in phrases:
                 if tr.added:
                     events.append(SceneEvent("remove", self.state(tr, t, seen=False)))
                 if self.primary.get(tr.phrase) == tr.id:
