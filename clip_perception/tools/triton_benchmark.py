@@ -158,12 +158,17 @@ def compare(label: str, spec: str, frames: int, width: int, height: int, seed: i
 
 def image_counts(server) -> tuple[int, int]:
     """Requests and executions of the image model so far (Triton's Prometheus metrics)."""
+    return model_counts(server, "_image")
+
+
+def model_counts(server, suffix: str) -> tuple[int, int]:
+    """Requests and executions of the model ``NAME + suffix`` so far (Prometheus metrics)."""
     url = f"http://127.0.0.1:{server.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     values = {}
     for name in ("nv_inference_count", "nv_inference_exec_count"):
-        found = re.search(rf'^{name}{{[^}}]*model="{server.name}_image"[^}}]*}} (\S+)$', text,
+        found = re.search(rf'^{name}{{[^}}]*model="{server.name}{suffix}"[^}}]*}} (\S+)$', text,
                           re.M)
         values[name] = int(float(found.group(1))) if found else 0
     return values["nv_inference_count"], values["nv_inference_exec_count"]
