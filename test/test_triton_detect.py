@@ -152,3 +152,31 @@ def test_make_detector_picks_the_server_side_detector_for_triton():
                           server.grpc_module())
     assert type(make_detector(local)) is Detector
     assert type(make_detector(color_encoder.factory("cpu"))) is Detector
+
+
+def test_frames_of_a_batch_with_their_own_targets_share_each_encoder_pass(monkeypatch):
+    """Several robots' frames in one execution, each with its own targets, go through
+    the detector in lockstep (one scoring call per stage, not per frame) and each gets
+    the answer it gets alone."""
+    from clip_perception.serving.detect_model import DetectModel
+
+    model = DetectModel(color_encoder.factory("cpu"))
+    scenes = scene_set(3, seed=12)
+    asks = [[scenes[0].target], [scenes[1].target, "cyan block"], ["green block"]]
+    batch = [{protocol.FRAMES: s.image[None], protocol.REQUEST: np.array(
+        [[wire.request_json("rgb", t, DetectorConfig())]], dtype=object)}
+        for s, t in zip(scenes, asks)]
+    scoring = []
+    score_many = model.detector._score_many
+    monkeypatch.setattr(model.detector, "_score_many",
+                        lambda requests: scoring.append(len(requests)) or score_many(requests))
+    out = model(batch)
+    assert max(scoring) == 3 and len(scoring) < 3 * 2  # stages, each for all three frames
+    local = Detector(color_encoder.factory("cpu"))
+    for answer, scene, targets in zip(out, scenes, asks):
+        want = local.detect(scene.image, targets)
+        got = wire.decode_detection(answer)
+        assert [(t.phrase, t.present, t.box) for t in got.targets] == [
+            (t.phrase, t.present, t.box) for t in want.targets]
+        np.testing.assert_allclose([t.score for t in got.targets],
+                                   [t.score for t in want.targets], atol=1e-6)

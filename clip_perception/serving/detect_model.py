@@ -41,8 +41,8 @@ class DetectModel:
     @torch.inference_mode()
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict]:
         """A dynamic batch of requests -> per request the detect model's outputs. Requests
-        with the same settings, targets and heatmap flag run as one
-        ``detect_batch`` (one encoder pass per stage for all their frames)."""
+        with the same settings and heatmap flag run as one ``detect_batch``, each frame
+        with its own targets (one encoder pass per stage for all their frames)."""
         parsed = []
         for request in requests:
             raw = np.asarray(request[protocol.REQUEST]).reshape(-1)[0]
@@ -63,13 +63,16 @@ class DetectModel:
                 detector.prepare(doc["targets"])
                 answers[i] = wire.encode_detection(detector.detect(doc["frame"], targets=()))
                 continue
-            groups.setdefault((doc["config"], doc["targets"], doc["heatmap"]), []).append(i)
-        for (config, targets, heat), members in groups.items():
+            groups.setdefault((doc["config"], doc["heatmap"]), []).append(i)
+        for (config, heat), members in groups.items():
             detector = self._use(config)
             frames = [parsed[i]["frame"] for i in members]
-            detections = (detector.detect_batch(frames, targets, with_heatmap=heat)
+            detections = (detector.detect_batch(frames, with_heatmap=heat,
+                                                targets_each=[parsed[i]["targets"]
+                                                              for i in members])
                           if len(frames) > 1 else
-                          [detector.detect(frames[0], targets, with_heatmap=heat)])
+                          [detector.detect(frames[0], parsed[members[0]]["targets"],
+                                           with_heatmap=heat)])
             for i, detection in zip(members, detections):
                 embeddings = None
                 if parsed[i]["embed_boxes"]:
