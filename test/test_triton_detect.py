@@ -180,3 +180,12 @@ def test_frames_of_a_batch_with_their_own_targets_share_each_encoder_pass(monkey
             (t.phrase, t.present, t.box) for t in want.targets]
         np.testing.assert_allclose([t.score for t in got.targets],
                                    [t.score for t in want.targets], atol=1e-6)
+
+
+def test_the_url_chooses_where_the_detector_runs():
+    from clip_perception.core.encoder import ModelLoadError
+
+    assert parse_triton_url("triton://h/n").detect == "server"
+    assert parse_triton_url("triton://h:9/n?detect=local&timeout=2").detect == "local"
+    with pytest.raises(ModelLoadError, match="detect='both'.*server, local"):
+        parse_triton_url("triton://h/n?detect=both")
