@@ -13,7 +13,7 @@ from clip_perception.core.detect.box_embeddings import box_embeddings, tracked_b
 from clip_perception.core.detect.config import DetectorConfig
 from clip_perception.core.detect.detector import Detector
 from clip_perception.core.encoder import EncoderRequestError, EncoderUnavailableError
-from clip_perception.core.io.image_formats import Frame
+from clip_perception.core.io.image_formats import Frame, ImageFormatError
 from clip_perception.core.remote import detection_wire as wire
 from clip_perception.core.remote import triton_protocol as protocol
 from clip_perception.core.remote.triton_detector import TritonDetector, make_detector
@@ -106,8 +106,15 @@ def test_a_model_error_is_a_request_error_and_an_outage_is_unavailable():
     server = LocalServer(color_encoder.factory("cpu"))
     there = TritonDetector(remote(server))
     scene = scene_set(1, seed=4)[0]
-    with pytest.raises(EncoderRequestError, match="a detect request carries one uint8"):
+    with pytest.raises(ImageFormatError):  # refused here, as the local detector does
         there.detect(np.zeros((4, 4, 4), np.uint8), ["red block"])
+
+    def bad_request(arrays):  # a frame the server's model refuses
+        arrays[protocol.FRAMES] = arrays[protocol.FRAMES][..., :2]
+
+    server.before_detect_request = bad_request
+    with pytest.raises(EncoderRequestError, match="a detect request carries one uint8"):
+        there.detect(scene.image, ["red block"])
     assert there.encoder.request_errors == 1 and there.encoder.failures == 0
 
     def down(arrays):

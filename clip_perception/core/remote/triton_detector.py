@@ -40,7 +40,7 @@ OUTPUTS = (protocol.DETECTION, protocol.WINDOWS, protocol.WINDOW_SCORES, protoco
 def _wire_frame(frame: Frame | np.ndarray) -> tuple[np.ndarray, str]:
     """The pixels to send and their order: RGB and BGR as they are, others as RGB."""
     if not isinstance(frame, Frame):
-        return np.ascontiguousarray(frame, dtype=np.uint8), "rgb"
+        frame = Frame.from_rgb(frame)  # as the local detector: uint8 (H, W, 3) or an error
     if frame.order in ("rgb", "bgr"):
         return np.ascontiguousarray(frame.pixels), frame.order
     return np.ascontiguousarray(frame.to_rgb()), "rgb"
