@@ -196,3 +196,36 @@ def test_the_url_chooses_where_the_detector_runs():
     assert parse_triton_url("triton://h:9/n?detect=local&timeout=2").detect == "local"
     with pytest.raises(ModelLoadError, match="detect='both'.*server, local"):
         parse_triton_url("triton://h/n?detect=both")
+
+
+def test_a_multi_camera_batch_goes_out_as_concurrent_requests():
+    """A node's batch of frames (one per camera): one request each, all in flight at once
+    (so the server can batch them), each with the answer it gets alone; a frame the
+    server fails raises for the batch (the loop then retries the frames one by one)."""
+    import threading
+
+    server = LocalServer(color_encoder.factory("cpu"))
+    there, local = TritonDetector(remote(server)), Detector(color_encoder.factory("cpu"))
+    scenes = scene_set(3, seed=14)
+    together = threading.Barrier(3, timeout=10)  # broken unless all three are in flight
+    infer = there.encoder._infer
+
+    def in_flight(*args, **kwargs):
+        together.wait()
+        return infer(*args, **kwargs)
+
+    there.encoder._infer = in_flight
+    got = there.detect_batch([s.image for s in scenes], [scenes[0].target])
+    assert server.detect_requests == 3
+    for g, s in zip(got, scenes):
+        want = local.detect(s.image, [scenes[0].target])
+        assert [(t.present, t.box) for t in g.targets] == [
+            (t.present, t.box) for t in want.targets]
+
+    def fail_one(arrays):
+        if server.detect_requests == 4:
+            raise ServerError("ValueError: refused", "StatusCode.INTERNAL")
+
+    server.before_detect_request = fail_one
+    with pytest.raises(EncoderRequestError, match="refused"):
+        there.detect_batch([s.image for s in scenes], [scenes[0].target])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -124,6 +125,18 @@ class TritonDetector:
             height, width = pixels.shape[:2]
             return Detection([], self.windows_for(width, height), width, height)
         return self._call(pixels, order, targets, with_heatmap)
+
+    def detect_batch(self, frames: Sequence[Frame | np.ndarray],
+                     targets: Sequence[str] | None = None,
+                     with_heatmap: bool = False) -> list[Detection]:
+        """:meth:`detect` on several frames (a multi-camera node's batch): their requests
+        go out at once, so the server can run them as one execution. Raises the first
+        frame's error, if any (the caller retries the frames one by one)."""
+        if len(frames) <= 1:
+            return [self.detect(f, targets, with_heatmap) for f in frames]
+        with ThreadPoolExecutor(len(frames), thread_name_prefix="triton-detect") as pool:
+            jobs = [pool.submit(self.detect, f, targets, with_heatmap) for f in frames]
+            return [job.result() for job in jobs]
 
 
 def make_detector(encoder, config: DetectorConfig | None = None):
