@@ -98,7 +98,7 @@ def detect_config(name: str, model: str, kind: str, instances: int, max_batch: i
             f'  {{ name: "{protocol.DETECTION}" data_type: TYPE_STRING dims: [ 1 ] }},\n'
             f'  {{ name: "{protocol.WINDOWS}" data_type: TYPE_INT32 dims: [ -1, 4 ] }},\n'
             f'  {{ name: "{protocol.WINDOW_SCORES}" data_type: TYPE_FP64 dims: [ -1, -1 ] }},\n'
-            f'  {{ name: "{protocol.HEATMAPS}" data_type: TYPE_FP32 dims: [ -1, -1, -1 ] }},\n'
+            f'  {{ name: "{protocol.HEATMAPS}" data_type: TYPE_FP64 dims: [ -1, -1, -1 ] }},\n'
             f'  {{ name: "{protocol.BOX_EMBEDDINGS}" data_type: TYPE_FP32 dims: [ -1, -1 ] }},\n'
             f'  {{ name: "{protocol.SECONDS}" data_type: TYPE_FP32 dims: [ 1 ] }}\n]\n'
             f'dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}\n'

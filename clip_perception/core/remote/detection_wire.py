@@ -3,8 +3,9 @@
 The server's detect model (``NAME_detect``, see :mod:`.triton_protocol`) answers each
 frame with one JSON document for the per-target results and a few small arrays: the
 coarse windows, each target's window scores, the heatmaps at their cell resolution
-(only when asked) and the found regions' embeddings (for tracking). Plain numpy and
-json: both the node and the server import this.
+(only when asked; float64, as the 3D stage weights with them) and the found regions'
+embeddings (for tracking). Plain numpy and json: both the node and the server import
+this.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def encode_detection(detection: Detection,
     scores = np.array([t.window_scores for t in detection.targets], np.float64).reshape(
         len(detection.targets), len(windows))
     if detection.heatmaps:
-        heat = np.stack([np.asarray(h, np.float32) for h in detection.heatmaps])
+        heat = np.stack([np.asarray(h, np.float64) for h in detection.heatmaps])
     else:
-        heat = np.zeros((0, 1, 1), np.float32)
+        heat = np.zeros((0, 1, 1), np.float64)
     emb = (np.zeros((0, 1), np.float32) if embeddings is None or not len(embeddings)
            else np.asarray(embeddings, np.float32).reshape(len(embeddings), -1))
     return {protocol.DETECTION: np.array([[json.dumps(doc).encode("utf-8")]], dtype=object),
@@ -74,7 +75,7 @@ def decode_detection(out: dict[str, np.ndarray]) -> Detection:
     doc = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     windows = np.array(out[protocol.WINDOWS][0], np.int64).reshape(-1, 4)
     scores = np.array(out[protocol.WINDOW_SCORES][0], np.float64)
-    heat = np.array(out[protocol.HEATMAPS][0], np.float32)
+    heat = np.array(out[protocol.HEATMAPS][0], np.float64)
     targets = [TargetResult(phrase=t["phrase"], present=bool(t["present"]), score=t["score"],
                             frame_score=t["frame_score"], box=_box(t["box"]),
                             best_window=_box(t["best_window"]),

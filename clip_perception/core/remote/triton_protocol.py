@@ -28,8 +28,8 @@ A served encoder ``NAME`` is three Triton models:
   ``DetectorConfig`` field), ``heatmap`` (bool), ``embed_boxes`` (bool: the found
   regions' embeddings for tracking) and ``prepare`` (bool: only embed the targets, the
   frame is a 1x1 placeholder). Outputs ``detection`` BYTES ``[1, 1]`` (JSON: the frame's
-  size, crops, per target its presence, scores and boxes), ``windows`` FP32 ``[1, K, 4]``,
-  ``window_scores`` FP32 ``[1, T, K]``, ``heatmaps`` FP32 ``[1, T or 0, h, w]`` (at the
+  size, crops, per target its presence, scores and boxes), ``windows`` INT32 ``[1, K, 4]``,
+  ``window_scores`` FP64 ``[1, T, K]``, ``heatmaps`` FP64 ``[1, T or 0, h, w]`` (at the
   heatmap cell's resolution), ``box_embeddings`` FP32 ``[1, M, D]`` (unit rows, the
   boxes of :func:`~clip_perception.core.detect.box_embeddings.tracked_boxes`) and
   ``seconds``. The codec is :mod:`.detection_wire`.
