@@ -26,7 +26,9 @@ os.environ.update(env_with_profile(os.environ))
 # ros_domain fixture hands out the rest, split between pytest-xdist workers and
 # reused in turn (a test's processes are gone before its domain comes round
 # again). Fast DDS domain ids end at 232.
-DOMAIN_BLOCK = 56
+# CLIP_PERCEPTION_TEST_DOMAIN_BLOCK narrows the block where the domain ids are shared
+# with other work (e.g. base 88, block 28: ids 88..115)
+DOMAIN_BLOCK = int(os.environ.get("CLIP_PERCEPTION_TEST_DOMAIN_BLOCK", "56"))
 FIXED_DOMAINS = 5
 _DOMAIN_BASE = int(os.environ.get("CLIP_PERCEPTION_TEST_DOMAIN_BASE",
                                   str(4 + (os.getpid() % 4) * DOMAIN_BLOCK)))

@@ -23,6 +23,7 @@ from clip_perception.core.encoder import (
 from clip_perception.core.io.image_formats import Frame
 from clip_perception.core.remote import triton_protocol as protocol
 from clip_perception.core.remote.triton_encoder import TritonEncoder, parse_triton_url
+from clip_perception.serving.detect_model import DetectModel, detect_responses
 from clip_perception.serving.frame_cache import FrameCache
 from clip_perception.serving.window_model import (
     TextEmbedder,
@@ -124,6 +125,9 @@ class LocalServer:
 
     def __init__(self, encoder, cache: FrameCache | None = None, ids_input: bool = True):
         self.embed, self.text = WindowEmbedder(encoder), TextEmbedder(encoder)
+        self.detect = DetectModel(encoder)  # NAME_detect, for test_triton_detect.py
+        self.detect_requests = 0
+        self.before_detect_request = None  # a hook: called with the request's arrays
         self.cache = cache if cache is not None else FrameCache()
         self.lock = threading.Lock()  # the fake serialises requests, as one instance does
         self.requests: list[tuple[bool, int]] = []  # (carried a frame, bytes of frames)
@@ -164,6 +168,14 @@ class LocalServer:
                         server.requests.append((bool(ids[0][protocol.SENT]),
                                                 arrays[protocol.FRAMES].nbytes))
                         return Result(image_responses(server.embed, [arrays], server.cache)[0])
+                    if model.endswith(protocol.DETECT_SUFFIX):
+                        if server.before_detect_request:
+                            server.before_detect_request(arrays)
+                        server.detect_requests += 1
+                        out = each_request(detect_responses, server.detect, [arrays])[0]
+                        if isinstance(out, str):  # the model raised: the server's answer
+                            raise ServerError(out, "StatusCode.INTERNAL")
+                        return Result(out)
                     return Result(text_responses(server.text, [arrays])[0])
 
             def get_model_config(self, name, client_timeout=None):

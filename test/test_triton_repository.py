@@ -32,8 +32,15 @@ def test_export_writes_the_layout_triton_expects(tmp_path):
                                                             "PYTHONPATH": str(REPO_ROOT)})
     assert out.returncode == 0, out.stderr
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert files == ["clip_image/1/model.py", "clip_image/config.pbtxt",
+    assert files == ["clip_detect/1/model.py", "clip_detect/config.pbtxt",
+                     "clip_image/1/model.py", "clip_image/config.pbtxt",
                      "clip_text/1/model.py", "clip_text/config.pbtxt"]
+    detect = (tmp_path / "clip_detect" / "config.pbtxt").read_text()
+    for line in ('name: "clip_detect"', 'backend: "python"', "max_batch_size: 4",
+                 "count: 2 kind: KIND_GPU", 'key: "kind" value: { string_value: "detect" }',
+                 'name: "request" data_type: TYPE_STRING dims: [ 1 ] allow_ragged_batch: true',
+                 'name: "detection" data_type: TYPE_STRING', "dynamic_batching"):
+        assert line in detect
     image = (tmp_path / "clip_image" / "config.pbtxt").read_text()
     for line in ('name: "clip_image"', 'backend: "python"', "max_batch_size: 4",
                  "count: 2 kind: KIND_GPU", 'string_value: "ViT-B/32"', "dynamic_batching",

@@ -18,11 +18,13 @@ import pytest
 import user_plugin
 from optional import needs_module
 
+from clip_perception.core.detect.box_embeddings import box_embeddings, tracked_boxes
 from clip_perception.core.detect.crops import FrameUploader, crop_windows
 from clip_perception.core.detect.detector import Detector
 from clip_perception.core.encoder import EncoderRequestError, EncoderUnavailableError
 from clip_perception.core.io.image_formats import Frame
 from clip_perception.core.model.loading import load_encoder
+from clip_perception.core.remote.triton_detector import TritonDetector, make_detector
 from clip_perception.serving.environment import triton_python
 from clip_perception.testing import color_encoder, random_clip
 from clip_perception.testing.scenes import make_scene
@@ -125,6 +127,83 @@ def test_remote_encoder_gives_the_in_process_answers(servers, kind):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", [*sorted(MODELS), "plugin"])
+def test_the_detector_on_the_server_gives_the_in_process_answers(servers, kind):
+    """``triton://`` runs the whole detector on the server, one request per frame, with the
+    in-process presence, boxes, scores, heatmaps and the found regions' embeddings. That
+    the server has a detect model at all shows it runs this tree's code."""
+    remote = load_encoder(servers[kind].url)
+    local = (user_plugin.load(servers[kind].directory) if kind == "plugin"
+             else MODELS[kind][1]())
+    there, here = make_detector(remote), Detector(local)
+    assert isinstance(there, TritonDetector)
+    for colour, image in scenes():
+        targets = [f"{colour} block", "cyan block"]
+        want = here.detect(image, targets, with_heatmap=True)
+        got = there.detect(image, targets, with_heatmap=True)
+        assert [t.present for t in got.targets] == [t.present for t in want.targets]
+        assert [t.box for t in got.targets] == [t.box for t in want.targets]
+        assert [t.second_box for t in got.targets] == [t.second_box for t in want.targets]
+        np.testing.assert_allclose([t.score for t in got.targets],
+                                   [t.score for t in want.targets], atol=1e-5)
+        assert got.crops == want.crops
+        for g, w in zip(got.heatmaps, want.heatmaps):
+            np.testing.assert_allclose(g, w, atol=1e-5)
+        boxes = tracked_boxes(want)
+        if boxes:
+            np.testing.assert_allclose(got.box_embeddings,
+                                       box_embeddings(local, Frame.from_rgb(image), boxes),
+                                       atol=1e-5)
+    assert there.requests == len(scenes())  # one request per frame
+    assert remote.frames_sent == remote.id_requests == 0  # no image-model traffic
+
+
+def test_concurrent_detect_requests_share_executions_and_a_bad_one_fails_alone(servers):
+    """Robots' detect requests that arrive while the model is busy run as one execution,
+    frames of other sizes included; the one the model fails is an EncoderRequestError
+    with the model's message, the connection stays, and the others get their answers."""
+    from clip_perception.tools.triton_benchmark import model_counts
+
+    server = servers["plugin"]
+    local = Detector(user_plugin.load(server.directory))
+    frames = [image for _, image in scenes(seed=3)]
+    asks = [(frames[0], "red block"), (frames[1][:240], "blue block"),
+            (np.zeros_like(frames[2]), "green block")]
+    detectors = [make_detector(load_encoder(server.url)) for _ in range(4)]
+    for d in detectors[1:]:
+        d.set_targets(["red block", "blue block", "green block"])
+    black = detectors[3]
+    client = black.encoder._get_client()
+    with pytest.raises(EncoderRequestError, match=user_plugin.MESSAGE):
+        black.detect(asks[2][0], [asks[2][1]])
+    assert black.encoder._get_client() is client
+    assert (black.encoder.failures, black.encoder.request_errors) == (0, 1)
+    grey = np.full((48, 64, 3), user_plugin.SLOW_GREY, np.uint8)
+    before = model_counts(server, "_detect")
+    results, errors = {}, []
+
+    def run(i):
+        try:
+            if i == 0:
+                results[0] = detectors[0].detect(grey, ["red block"])
+                return
+            time.sleep(0.5)  # the slow frame holds the model
+            frame, target = asks[i - 1]
+            results[i] = detectors[i].detect(frame, [target])
+        except EncoderRequestError as exc:
+            errors.append((i, exc))
+
+    run_clients(run, 4, 60)
+    requests, executions = (a - b for a, b in zip(model_counts(server, "_detect"), before))
+    assert requests == 4 and executions == 2, f"{requests} requests, {executions} executions"
+    assert [i for i, _ in errors] == [3] and user_plugin.MESSAGE in str(errors[0][1])
+    for i in (1, 2):
+        frame, target = asks[i - 1]
+        want = local.detect(frame, [target])
+        assert [(t.present, t.box) for t in results[i].targets] == [
+            (t.present, t.box) for t in want.targets]
+
+
 def test_concurrent_clients_batched_together_each_get_their_own_answers(servers):
     """Requests from several robots at once share dynamic batches; none gets another's."""
     local = MODELS["color"][1]()
@@ -215,9 +294,13 @@ def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
     server = servers[kind]
     remote = load_encoder(server.url + "?timeout=5")
     detector = Detector(remote)
+    on_server = make_detector(load_encoder(server.url + "?timeout=5"))
+    assert isinstance(on_server, TritonDetector)
     colour, image = scenes()[0]
     before = detector.detect(image, [f"{colour} block"])
     assert before.present
+    assert [t.box for t in on_server.detect(image, [f"{colour} block"]).targets] == [
+        t.box for t in before.targets]
 
     server.stop(hard=True)  # SIGKILL: tritonserver and the Python backend go at once
     for _ in range(3):
@@ -229,6 +312,12 @@ def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
         detector.set_targets(["a never embedded phrase"])  # text embedding: a clean error too
     with pytest.raises(EncoderUnavailableError):
         remote.encode_texts(["red"])
+    for call in (lambda: on_server.detect(image, [f"{colour} block"]),
+                 lambda: on_server.set_targets(["another never embedded phrase"])):
+        start = time.monotonic()
+        with pytest.raises(EncoderUnavailableError, match=rf"triton://127\.0\.0\.1:\d+/{kind}"):
+            call()
+        assert time.monotonic() - start < 5.5
 
     server.start()
     server.wait_ready(180)
@@ -242,6 +331,15 @@ def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
             time.sleep(0.05)
     assert time.monotonic() - ready < 5.0
     assert [t.box for t in after.targets] == [t.box for t in before.targets]
+    while True:  # the detector on the server too
+        try:
+            again = on_server.detect(image, [f"{colour} block"])
+            break
+        except EncoderUnavailableError:
+            assert time.monotonic() - ready < 5.0, "not recovered within 5 s of the server's return"
+            time.sleep(0.05)
+    assert [t.box for t in again.targets] == [t.box for t in before.targets]
+    on_server.set_targets(["another never embedded phrase"])
     detector.set_targets(["a never embedded phrase"])  # text works again too
 
 

@@ -48,6 +48,7 @@ from ..core.detect.detector import Detector
 from ..core.encoder import ModelLoadError, ModelUnreachableError
 from ..core.io.command import CommandError, parse_command
 from ..core.model.loading import load_encoder
+from ..core.remote.triton_detector import make_detector
 from ..core.runtime.health import Health
 from ..core.runtime.inference_loop import InferenceLoop, Result
 from ..core.runtime.log_throttle import ProblemLog
@@ -234,7 +235,7 @@ class PerceptionNode(LifecycleNode):
             log.error(str(exc))
             return TransitionCallbackReturn.FAILURE
         if encoder is not None:
-            self.loop.load(Detector(encoder, config))
+            self.loop.load(make_detector(encoder, config))
         for i, camera in enumerate(self.cameras.values()):
             camera.outputs = Outputs(self, self._values, camera.prefix,
                                      targets_topic="targets" if i == 0 else None)
@@ -263,7 +264,7 @@ class PerceptionNode(LifecycleNode):
         v = self._values
         encoder = load_encoder(v["model"], v["device"], v["precision"],
                                v["model_download_root"] or None)
-        return Detector(encoder, detector_config(v))
+        return make_detector(encoder, detector_config(v))
 
     def _model_ready(self, detector: Detector) -> None:
         self.get_logger().info(

@@ -7,6 +7,8 @@ What ``serve`` runs, and for NVIDIA's Triton container in production. The layout
     DIR/NAME_image/1/model.py      from clip_perception.serving.python_backend import ...
     DIR/NAME_text/config.pbtxt
     DIR/NAME_text/1/model.py
+    DIR/NAME_detect/config.pbtxt   the whole detector per frame (one request per frame)
+    DIR/NAME_detect/1/model.py
 
 The models speak :mod:`clip_perception.core.remote.triton_protocol`, so nodes use them
 with ``model:=triton://HOST:8001/NAME`` exactly as with ``clip_perception.serve``.
@@ -82,6 +84,29 @@ def image_config(name: str, model: str, kind: str, instances: int, max_batch: in
                       frame_cache_mb=str(frame_cache_mb), python_path=python_path))
 
 
+def detect_config(name: str, model: str, kind: str, instances: int, max_batch: int,
+                  max_queue_delay_us: int, precision: str, download_root: str,
+                  python_path: str = "") -> str:
+    """``NAME_detect``: a frame and a JSON request in, the detection out (the whole
+    detector on the server, one request per frame; see the protocol)."""
+    return (f'name: "{name}_detect"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
+            'input [\n'
+            f'  {{ name: "{protocol.FRAMES}" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] '
+            f'{RAGGED} }},\n'
+            f'  {{ name: "{protocol.REQUEST}" data_type: TYPE_STRING dims: [ 1 ] {RAGGED} }}\n]\n'
+            'output [\n'
+            f'  {{ name: "{protocol.DETECTION}" data_type: TYPE_STRING dims: [ 1 ] }},\n'
+            f'  {{ name: "{protocol.WINDOWS}" data_type: TYPE_INT32 dims: [ -1, 4 ] }},\n'
+            f'  {{ name: "{protocol.WINDOW_SCORES}" data_type: TYPE_FP64 dims: [ -1, -1 ] }},\n'
+            f'  {{ name: "{protocol.HEATMAPS}" data_type: TYPE_FP64 dims: [ -1, -1, -1 ] }},\n'
+            f'  {{ name: "{protocol.BOX_EMBEDDINGS}" data_type: TYPE_FP32 dims: [ -1, -1 ] }},\n'
+            f'  {{ name: "{protocol.SECONDS}" data_type: TYPE_FP32 dims: [ 1 ] }}\n]\n'
+            f'dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}\n'
+            f'instance_group [ {{ count: {instances} kind: {kind} }} ]\n'
+            + _params(model=model, kind="detect", precision=precision,
+                      download_root=download_root, python_path=python_path))
+
+
 def text_config(name: str, model: str, kind: str, precision: str, download_root: str,
                 python_path: str = "") -> str:
     return (f'name: "{name}_text"\nbackend: "python"\nmax_batch_size: 0\n'
@@ -101,7 +126,7 @@ def write_repository(out: str | Path, model: str, name: str = "clip", device: st
                      frame_cache_frames: int = protocol.CACHE_FRAMES,
                      frame_cache_mb: float = protocol.CACHE_MB,
                      python_path: Sequence[str] = ()) -> list[Path]:
-    """Write the two models under ``out``; returns the files written.
+    """Write the three models under ``out``; returns the files written.
 
     ``device``: ``cpu`` gives KIND_CPU instances, anything else KIND_GPU (Triton
     places them on its GPUs). ``python_path``: directories the models put first on
@@ -116,6 +141,9 @@ def write_repository(out: str | Path, model: str, name: str = "clip", device: st
                                       max_queue_delay_us, precision, download_root or "",
                                       frame_cache_frames, frame_cache_mb, path),
         f"{name}_text": text_config(name, model, kind, precision, download_root or "", path),
+        f"{name}_detect": detect_config(name, model, kind, instances, max_batch,
+                                        max_queue_delay_us, precision, download_root or "",
+                                        path),
     }
     written = []
     for model_name, config in configs.items():

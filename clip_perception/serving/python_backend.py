@@ -13,6 +13,7 @@ from functools import partial
 
 from ..core.model.loading import load_encoder
 from ..core.remote import triton_protocol as protocol
+from .detect_model import DetectModel, detect_responses
 from .frame_cache import FrameCache
 from .window_model import (
     TextEmbedder,
@@ -24,8 +25,8 @@ from .window_model import (
 
 
 class TritonPythonModel:
-    """One instance of ``NAME_image`` or ``NAME_text``; the encoder is named by the
-    model's config parameters (``model``, ``kind``, ``precision``, ``download_root``,
+    """One instance of ``NAME_detect``, ``NAME_image`` or ``NAME_text``; the encoder is named
+    by the model's config parameters (``model``, ``kind``, ``precision``, ``download_root``,
     and for the image model ``frame_cache_frames``, ``frame_cache_mb``).
 
     A model error fails only the requests that cause it: a dynamic batch that
@@ -43,7 +44,9 @@ class TritonPythonModel:
                   else f"cuda:{args['model_instance_device_id']}")
         encoder = load_encoder(params["model"], device, params.get("precision", "auto"),
                                params.get("download_root") or None)
-        if params["kind"] == "image":
+        if params["kind"] == "detect":
+            self._embedder, self._respond = DetectModel(encoder), detect_responses
+        elif params["kind"] == "image":
             cache = FrameCache(
                 int(params.get("frame_cache_frames", protocol.CACHE_FRAMES)),
                 int(float(params.get("frame_cache_mb", protocol.CACHE_MB)) * 2**20))

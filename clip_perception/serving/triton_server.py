@@ -1,10 +1,12 @@
 """``python -m clip_perception.serve``: host an encoder on Triton Inference Server.
 
 Any encoder the node can load (a CLIP name, a checkpoint path or
-``module:factory``) is served as two models (see :mod:`..core.triton_protocol`): an image
-model that takes a uint8 frame and its window boxes and returns one embedding
-per window, cropping on the server's device, and a text model. The image model
-batches requests dynamically. Binds to 127.0.0.1 unless ``--host`` says otherwise.
+``module:factory``) is served as three models (see :mod:`..core.triton_protocol`): a
+detect model that runs the whole detector on a frame (the node's default: one
+request per frame), an image model that takes a uint8 frame and its window boxes
+and returns one embedding per window, cropping on the server's device, and a text
+model. The detect and image models batch requests dynamically. Binds to 127.0.0.1
+unless ``--host`` says otherwise.
 
 It exports the model repository (:mod:`.model_repository`) and runs it on the
 ``tritonserver`` binary and Triton's own Python backend that the
@@ -30,7 +32,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--model", default="ViT-B/32",
                    help="CLIP name, checkpoint path or module:factory (as the node's model)")
     p.add_argument("--name", default="clip",
-                   help="served name: models NAME_image and NAME_text; nodes use "
+                   help="served name: models NAME_detect, NAME_image and NAME_text; nodes use "
                         "model:=triton://HOST:GRPC_PORT/NAME (default: clip)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16")

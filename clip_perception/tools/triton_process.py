@@ -88,7 +88,8 @@ class TritonServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_ready(self, timeout: float = 120.0, models: tuple[str, ...] = ("_image", "_text"),
+    def wait_ready(self, timeout: float = 120.0,
+                   models: tuple[str, ...] = ("_detect", "_image", "_text"),
                    poll: float = 0.1) -> float:
         """Block until the models (suffixes of the name) are ready; returns the seconds waited."""
         import tritonclient.grpc as grpcclient

@@ -16,6 +16,19 @@ import torch
 from ..encoder import device_of
 from ..io.image_formats import Frame
 from .crops import FrameUploader, encode_windows_of
+from .results import Box, Detection
+
+
+def tracked_boxes(detection: Detection) -> list[Box]:
+    """The regions tracking embeds, in order: per present target its box and its
+    second box (if any), then the whole frame; none when no target is present."""
+    boxes: list[Box] = []
+    for target in detection.targets:
+        if target.present:
+            boxes.append(tuple(int(v) for v in target.box))
+            if target.second_box is not None:
+                boxes.append(tuple(int(v) for v in target.second_box))
+    return boxes + [(0, 0, detection.width, detection.height)] if boxes else []
 
 
 @torch.inference_mode()

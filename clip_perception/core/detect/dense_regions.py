@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from .localization import rank_fit_box
@@ -52,6 +51,8 @@ def regions(margin: np.ndarray, count: int, level: float = LEVEL,
         i, j = np.unravel_index(int(np.argmax(margin)), margin.shape)
         return [(slice(i, i + 1), slice(j, j + 1), peak)]
     mask = (margin >= floor + level * (peak - floor)).astype(np.uint8)
+    import cv2  # here: the crop mode, the server's detect model included, runs without it
+
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
     found = []
     for label in range(1, n):

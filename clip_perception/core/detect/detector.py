@@ -237,7 +237,8 @@ class Detector:
 
     def detect_batch(self, frames: Sequence[Frame | np.ndarray],
                      targets: Sequence[str] | None = None,
-                     with_heatmap: bool = False) -> list[Detection]:
+                     with_heatmap: bool = False,
+                     targets_each: Sequence[Sequence[str]] | None = None) -> list[Detection]:
         """:meth:`detect` on several frames at once, one encoder pass per stage.
 
         The frames advance in lockstep: their coarse windows are cropped on the
@@ -246,10 +247,18 @@ class Detector:
         :meth:`detect` per frame up to the encoder's batch arithmetic. Hybrid
         mode runs per frame (it has no crop stages to merge), and a remote
         encoder (``encode_windows``) gets one request per frame and stage.
+        ``targets_each`` (one phrase list per frame) gives each frame its own
+        targets (several robots' frames on a server) instead of ``targets``.
         """
         with self._lock:
             targets = tuple(targets) if targets is not None else self._targets
-        active = [self._steps(f, targets, with_heatmap) for f in frames]
+        if targets_each is not None:
+            if len(targets_each) != len(frames):
+                raise ValueError(f"{len(frames)} frames but {len(targets_each)} target lists")
+            active = [self._steps(f, tuple(t), with_heatmap)
+                      for f, t in zip(frames, targets_each)]
+        else:
+            active = [self._steps(f, targets, with_heatmap) for f in frames]
         results: list[Detection | None] = [None] * len(active)
         replies: list = [None] * len(active)
         while True:

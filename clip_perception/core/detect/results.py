@@ -54,6 +54,9 @@ class Detection:
     heatmap_cell: int = 1
     refined: bool = False  # a finer pass ran (False when the coarse grid used the budget)
     dense_passes: int = 0  # hybrid: encode_dense calls (the frame's, plus one per zoom)
+    # unit embeddings of box_embeddings.tracked_boxes(self), when the detector computed
+    # them with the detection (a server-side detector), else None: tracking embeds them
+    box_embeddings: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def present(self) -> bool:

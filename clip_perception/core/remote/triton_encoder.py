@@ -17,9 +17,12 @@ INTERNAL, INVALID_ARGUMENT and the like) raises
 :class:`~clip_perception.core.encoder.EncoderRequestError` with the server's
 message and keeps the connection.
 
-URL: ``triton://HOST[:PORT]/NAME[?timeout=S&connect_timeout=S]``; PORT defaults
-to Triton's gRPC port 8001, ``timeout`` (per call, default 30 s) and
-``connect_timeout`` (how long loading waits for the server, default 10 s).
+URL: ``triton://HOST[:PORT]/NAME[?timeout=S&connect_timeout=S&detect=W]``; PORT
+defaults to Triton's gRPC port 8001, ``timeout`` (per call, default 30 s),
+``connect_timeout`` (how long loading waits for the server, default 10 s) and
+``detect``: ``server`` (default) runs the whole detector on the server, one request
+per frame (:mod:`.triton_detector`); ``local`` runs it here over this encoder, one
+request per detector pass.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 INSTALL_HINT = "pip install 'tritonclient[grpc]'"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+DETECT_WHERE = ("server", "local")  # the detector on the server (one request per frame), or here
 RECENT_FRAMES = 4  # frames the client remembers having sent (one per camera in flight)
 _PLACEHOLDER = np.zeros((1, 1, 1, 3), np.uint8)  # ``frames`` of a request that names its frame
 # gRPC statuses of a call the server answered and failed; any other failure is an outage
@@ -81,6 +85,7 @@ class TritonAddress:
     name: str
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    detect: str = "server"  # server: one detect request per frame; local: one per pass
 
     @property
     def grpc_url(self) -> str:
@@ -110,9 +115,15 @@ def parse_triton_url(url: str) -> TritonAddress:
         raise ModelLoadError(f"'{url}' needs a host and a model name; {usage}")
     values = {}
     for key, items in parse_qs(parts.query, keep_blank_values=True).items():
+        if key == "detect":
+            if items[-1] not in DETECT_WHERE:
+                raise ModelLoadError(f"option detect={items[-1]!r} in '{url}' is not one of "
+                                     f"{', '.join(DETECT_WHERE)}")
+            values[key] = items[-1]
+            continue
         if key not in ("timeout", "connect_timeout"):
-            raise ModelLoadError(f"unknown option '{key}' in '{url}'; "
-                                 "known: timeout, connect_timeout (seconds)")
+            raise ModelLoadError(f"unknown option '{key}' in '{url}'; known: timeout, "
+                                 "connect_timeout (seconds), detect (server or local)")
         try:
             values[key] = float(items[-1])
         except ValueError as exc:
@@ -152,6 +163,7 @@ class TritonEncoder:
         self.input_size = 224
         self.logit_scale = 100.0
         self.max_batch = 1
+        self.detect_model = False  # the server has NAME_detect (set by _describe)
         # the frames this client sent lately, by content: (pixels, order, frame id), newest last
         self.client_id = secrets.randbits(64)
         self._recent: list[tuple[np.ndarray, str, int]] = []
@@ -236,6 +248,12 @@ class TritonEncoder:
         self.logit_scale = float(out[protocol.LOGIT_SCALE].reshape(-1)[0])
         self.input_size = int(out[protocol.INPUT_SIZE].reshape(-1)[0])
         self.max_batch = max(1, int(config.max_batch_size))
+        try:  # a server of an older version has no detect model: the passes serve
+            self._get_client().get_model_config(protocol.detect_model(self.address.name),
+                                                client_timeout=5.0)
+            self.detect_model = True
+        except Exception:  # noqa: BLE001 - any answer but a config means no such model
+            self.detect_model = False
         if protocol.FRAME_IDS not in {i.name for i in config.input}:
             raise ModelLoadError(
                 f"the encoder at {self.address} speaks an older protocol (no "

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detect.box_embeddings import box_embeddings
+from ..detect.box_embeddings import box_embeddings, tracked_boxes
 from ..detect.results import Detection
 from ..io.result_json import FrameResult, TrackEntry
 from ..spatial.locate3d import Position3D, locate, locate_targets
@@ -118,15 +118,12 @@ class TrackingStage:
         frame = job.frame
         located, intrinsics = self._locate(frame, job.camera, detection)
         found = [(i, tr) for i, tr in enumerate(detection.targets) if tr.present]
-        boxes = []
-        for _, target in found:
-            boxes.append(target.box)
-            if target.second_box is not None:
-                boxes.append(target.second_box)
+        boxes = tracked_boxes(detection)  # the found regions, then the whole frame
         embeddings = context = None
         if boxes and self.config.appearance and detector is not None:
-            whole = (0, 0, detection.width, detection.height)
-            embeddings = box_embeddings(detector.encoder, frame, boxes + [whole])
+            embeddings = detection.box_embeddings  # a server-side detector sends them
+            if embeddings is None or len(embeddings) != len(boxes):
+                embeddings = box_embeddings(detector.encoder, frame, boxes)
             context = embeddings[-1]
         observations: dict[str, list[Observation]] = {}
         row = 0
