@@ -339,3 +339,32 @@ def test_benchmark_figures_count_switches_reidentification_flicker_and_latency()
     assert id_switches(run) == 1 and reidentified(run) is False
     assert latency(run) == 2
     assert flicker_per_minute(run) == pytest.approx(2 * 60.0 / seq.duration)
+
+
+def test_a_propagated_result_older_than_a_published_inference_is_not_published():
+    """The propagation thread carries inference k's decisions to a newer frame; if the
+    worker publishes inference k+1 first, the carried result would repeat k's `stable`
+    after k+1's (seen as a flicker under load). It is dropped and counted."""
+    from types import SimpleNamespace
+
+    from clip_perception.core.runtime.inference_loop import InferenceLoop, Result, _Run
+    from clip_perception.core.track.tracker import TrackFrame
+
+    published = []
+    loop = InferenceLoop(published.append)
+    run = _Run(4)
+    targets = loop._targets
+    detection = SimpleNamespace(targets=[])
+
+    def result(stamp, source, inference_stamp=None):
+        tracks = TrackFrame(stamp, source, [], inference_stamp=inference_stamp)
+        return Result(stamp, None, detection, targets, False, 0.0, tracks=tracks, source=source)
+
+    loop._publish_one(run, result(1.0, "inference"))
+    loop._publish_one(run, result(1.2, "propagated", inference_stamp=1.0))  # carries 1.0
+    loop._publish_one(run, result(1.5, "inference"))
+    loop._publish_one(run, result(1.4, "propagated", inference_stamp=1.0))  # stale now
+    loop._publish_one(run, result(1.6, "propagated", inference_stamp=1.5))
+    assert [(r.header, r.source) for r in published] == [
+        (1.0, "inference"), (1.2, "propagated"), (1.5, "inference"), (1.6, "propagated")]
+    assert loop.counters()["propagated_dropped"] == 1

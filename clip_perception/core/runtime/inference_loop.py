@@ -157,6 +157,7 @@ class _Run:
         self.publisher: threading.Thread | None = None
         self.propagator: threading.Thread | None = None
         self.taken: tuple = ()  # the jobs the worker took last (not propagated then)
+        self.inferred: dict[str, float] = {}  # camera -> stamp of its newest published inference
 
 
 class InferenceLoop:
@@ -749,6 +750,14 @@ class InferenceLoop:
             return
         if run.found_version != result.targets.version:
             run.found, run.found_version = {}, result.targets.version
+        tracks = result.tracks
+        if tracks is not None and tracks.source == "inference":
+            run.inferred[result.camera] = max(run.inferred.get(result.camera, tracks.stamp),
+                                              tracks.stamp)
+        elif (tracks is not None and tracks.inference_stamp is not None
+              and tracks.inference_stamp < run.inferred.get(result.camera, float("-inf"))):
+            self._count("propagated_dropped")  # a newer inference was published meanwhile:
+            return                             # its decisions must not be repeated stale
         found = run.found.setdefault(result.camera, {})
         for target in result.detection.targets if result.source == "inference" else ():
             if found.get(target.phrase) != target.present:

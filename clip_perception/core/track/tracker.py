@@ -136,6 +136,7 @@ class TrackFrame:
     targets: list[TargetTracks]
     events: list[SceneEvent] = field(default_factory=list)
     located: list | None = None                  # per target: 3D or why not; None: no depth
+    inference_stamp: float | None = None         # propagated: the inference it carries
 
 
 def slug(text: str) -> str:

@@ -202,7 +202,7 @@ class TrackingStage:
                                                                  else t0), 0.0))
                 tracks.append(TargetTracks(state.phrase, state.stable, track, state.second_id))
         out = replace(detection, targets=targets, heatmaps=[])
-        result = TrackFrame(t, SOURCE_PROPAGATED, tracks)
+        result = TrackFrame(t, SOURCE_PROPAGATED, tracks, inference_stamp=t0)
         result.located, _ = self._locate(frame, job.camera, out)
         return out, result
 
