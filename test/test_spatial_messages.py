@@ -172,3 +172,21 @@ def test_mono16_depth_is_millimetres():
     msg = Image(height=2, width=2, encoding="mono16", is_bigendian=0, step=4, data=mm.tobytes())
     metres = depth_from_image(msg)
     assert metres[0, 1] == pytest.approx(1.5) and metres[1, 0] == pytest.approx(2.5)
+
+
+def test_target_pose_is_the_tracks_filtered_one_only_on_frames_with_a_3d_position():
+    """A stable track's filtered pose is published for frames whose depth gave the target
+    a position; a frame without (depth or camera_info missing) publishes no target_pose,
+    as docs/faults.md promises (the filtered pose of an earlier frame was published)."""
+    from clip_perception.ros.spatial_outputs import SpatialOutputs
+
+    track = types.SimpleNamespace(point=(0.1, 0.0, 1.0), covariance=np.eye(3).ravel() * 1e-4,
+                                  size=(0.05, 0.05, 0.05))
+    tracks = types.SimpleNamespace(targets=[types.SimpleNamespace(stable=True, track=track)])
+    measured = Position3D(np.array([0.11, 0.0, 1.0]), np.eye(3) * 1e-4, np.ones(3) * 0.05, 9, 9)
+    pose = SpatialOutputs._pose([measured], tracks)
+    assert pose is not None and np.allclose(pose.point, track.point)  # the filtered one
+    assert SpatialOutputs._pose([DepthInvalid("camera_info_missing", "none yet")], tracks) \
+        is None
+    assert SpatialOutputs._pose([DepthInvalid("depth_missing", "none")], None) is None
+    assert SpatialOutputs._pose([measured], None) is measured

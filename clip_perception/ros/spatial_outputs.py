@@ -101,7 +101,11 @@ class SpatialOutputs:
 
     @staticmethod
     def _pose(located, tracks) -> Position3D | None:
-        """The first target's pose: its track's filtered one while stable, else the frame's."""
+        """The first target's pose: its track's filtered one while stable, else the frame's;
+        none when this frame gave the target no 3D position (no depth, no camera_info)."""
+        first = located[0] if located else None
+        if not isinstance(first, Position3D):
+            return None
         if tracks is not None:
             state = tracks.targets[0] if tracks.targets else None
             track = state.track if state is not None else None
@@ -109,8 +113,7 @@ class SpatialOutputs:
                 return None
             return Position3D(np.asarray(track.point), np.asarray(track.covariance).reshape(3, 3),
                               np.asarray(track.size or (0.0, 0.0, 0.0)), 0, 0)
-        first = located[0] if located else None
-        return first if isinstance(first, Position3D) else None
+        return first
 
     def _count_problems(self, detection, located) -> None:
         for target, loc in zip(detection.targets, located):
