@@ -322,22 +322,21 @@ def test_server_outage_gives_clean_errors_and_recovers_within_5_s(servers):
     server.start()
     server.wait_ready(180)
     ready = time.monotonic()
-    while True:
-        try:
-            after = detector.detect(image, [f"{colour} block"])
-            break
-        except EncoderUnavailableError:
-            assert time.monotonic() - ready < 5.0, "not recovered within 5 s of the server's return"
-            time.sleep(0.05)
+
+    def once_recovered(call):
+        """``call()``'s answer once the server answers, within 5 s of its return."""
+        while True:
+            try:
+                return call()
+            except EncoderUnavailableError:
+                assert time.monotonic() - ready < 5.0, \
+                    "not recovered within 5 s of the server's return"
+                time.sleep(0.05)
+
+    after = once_recovered(lambda: detector.detect(image, [f"{colour} block"]))
     assert time.monotonic() - ready < 5.0
     assert [t.box for t in after.targets] == [t.box for t in before.targets]
-    while True:  # the detector on the server too
-        try:
-            again = on_server.detect(image, [f"{colour} block"])
-            break
-        except EncoderUnavailableError:
-            assert time.monotonic() - ready < 5.0, "not recovered within 5 s of the server's return"
-            time.sleep(0.05)
+    again = once_recovered(lambda: on_server.detect(image, [f"{colour} block"]))  # on the server
     assert [t.box for t in again.targets] == [t.box for t in before.targets]
     on_server.set_targets(["another never embedded phrase"])
     detector.set_targets(["a never embedded phrase"])  # text works again too
