@@ -3,7 +3,8 @@
 where installed) with depth and tracks.
 
 With tracks (:mod:`clip_perception.core.track`), ``target_pose`` is the first
-target's filtered position and covariance while it is ``stable``, markers are
+target's filtered position and covariance while it is ``stable`` (on frames
+that gave it a 3D position), markers are
 per track, and each track's planning-scene object is added when it becomes
 stable, moved when it moves and removed when it ends
 (:mod:`~clip_perception.ros.scene_objects`).
