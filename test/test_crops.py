@@ -103,3 +103,37 @@ def test_order_of_boxes_is_kept(quadrant_image: torch.Tensor) -> None:
     means = crops.mean(dim=(2, 3))
     for mean, colour in zip(means, list(QUADRANTS.values())[::-1]):
         assert torch.allclose(mean, torch.tensor(colour, dtype=torch.float32) / 255.0)
+
+
+def test_the_compiled_op_and_torchvision_ops_cut_the_same_crops(monkeypatch) -> None:
+    """The op loaded without torchvision's package is torchvision.ops.roi_align; where
+    it cannot be loaded, torchvision.ops is used, with the same crops."""
+    from torchvision.ops import roi_align
+
+    from clip_perception.core.detect import crops
+
+    rng = np.random.default_rng(3)
+    image = torch.from_numpy(rng.random((1, 3, 97, 131), dtype=np.float32))
+    x0, y0 = rng.uniform(0, 60, 20), rng.uniform(0, 40, 20)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(2, 70, 20), y0 + rng.uniform(2, 56, 20)], 1)
+    expected = roi_align(image, crops.boxes_tensor(boxes, image.device), (24, 24), 1.0, -1, True)
+    assert torch.equal(crops.crop_windows(image, boxes, 24), expected)
+    monkeypatch.setattr(crops, "_roi_align", None)
+    monkeypatch.setattr(crops.importlib.util, "find_spec", lambda name: None)
+    assert torch.equal(crops.crop_windows(image, boxes, 24), expected)
+
+
+def test_detecting_does_not_import_torchvisions_python_package() -> None:
+    """torchvision's package imports torch._dynamo: about 1.5 s more start-up per node."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from clip_perception.core.detect.detector import Detector\n"
+            "from clip_perception.testing.color_encoder import factory\n"
+            "Detector(factory()).detect(np.zeros((48, 64, 3), np.uint8), ['red block'])\n"
+            "print(sorted(m for m in sys.modules\n"
+            "             if m.startswith(('torchvision', 'torch._dynamo'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

@@ -1,7 +1,7 @@
 """Upload a frame once, cut every window from it on the device, encode them in one pass.
 
-All windows of a frame are cropped and resized in a single
-``torchvision.ops.roi_align`` call, the way NanoOWL batches its ROIs, so the
+All windows of a frame are cropped and resized in a single call of
+torchvision's ``roi_align`` op, the way NanoOWL batches its ROIs, so the
 encoder sees one ``[K, 3, S, S]`` batch and no Python loop runs per window.
 :func:`encode_windows_of` is the one place that does "normalise the frame if
 the encoder can, crop, encode" for the detector and the served model alike.
@@ -9,14 +9,61 @@ the encoder can, crop, encode" for the detector and the served model alike.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import roi_align
 
 from ..io.image_formats import Frame
+
+# roi_align(input, rois, spatial_scale, height, width, sampling_ratio, aligned)
+RoiAlign = Callable[[torch.Tensor, torch.Tensor, float, int, int, int, bool], torch.Tensor]
+
+
+def _torchvision_kernel() -> RoiAlign | None:
+    """torchvision's compiled ``roi_align`` op, loaded without its Python package.
+
+    ``import torchvision`` imports ``torch._dynamo`` (through ``torchvision.ops``),
+    which costs as much start-up time as torch itself; the op is the same either
+    way. None where the extension cannot be found or loaded.
+    """
+    spec = importlib.util.find_spec("torchvision")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for stem in ("_C_stable", "_C"):  # torchvision >= 0.24, older releases
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                library = Path(folder, stem + suffix)
+                if not library.is_file():
+                    continue
+                try:
+                    torch.ops.load_library(str(library))
+                    return torch.ops.torchvision.roi_align
+                except (OSError, RuntimeError, AttributeError):
+                    return None
+    return None
+
+
+def _torchvision_ops() -> RoiAlign:
+    """``torchvision.ops.roi_align`` (the Python package, imported once needed)."""
+    from torchvision.ops import roi_align
+
+    def call(image, rois, scale, height, width, ratio, aligned):
+        return roi_align(image, rois, (height, width), scale, ratio, aligned)
+    return call
+
+
+_roi_align: RoiAlign | None = None
+
+
+def roi_align_op() -> RoiAlign:
+    """The roi_align this process uses: the compiled op, else ``torchvision.ops``."""
+    global _roi_align
+    if _roi_align is None:
+        _roi_align = _torchvision_kernel() or _torchvision_ops()
+    return _roi_align
 
 
 class FrameUploader:
@@ -80,8 +127,11 @@ def crop_windows(image: torch.Tensor, boxes: np.ndarray | torch.Tensor, size: in
     large windows are area-averaged (anti-aliased) rather than subsampled.
     """
     rois = boxes if isinstance(boxes, torch.Tensor) else boxes_tensor(boxes, image.device)
-    return roi_align(image, rois, output_size=(size, size), spatial_scale=1.0,
-                     sampling_ratio=-1, aligned=True)
+    if torch.are_deterministic_algorithms_enabled() and image.device.type != "cpu":
+        roi_align = _torchvision_ops()  # its deterministic fallback for accelerators
+    else:
+        roi_align = roi_align_op()
+    return roi_align(image, rois, 1.0, size, size, -1, True)
 
 
 def encode_windows_of(encoder, parts: Sequence[tuple[torch.Tensor, np.ndarray]]
