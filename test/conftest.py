@@ -15,6 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # ros_harness, slow_en
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
 os.environ.setdefault("ROS_DOMAIN_ID", "42")
+# One compute thread per process: make test runs 3 workers and their node processes
+# on 2 cores, where torch's default (a thread per core, each spin-waiting) slows the
+# CPU-bound family sweeps about twofold. Set it to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Frames the tests publish are larger than Fast DDS's default shared-memory segment.
 from clip_perception.ros.dds_profile import env_with_profile  # noqa: E402
 
@@ -89,3 +93,17 @@ def start(ros_domain, tmp_path):
     for node, probe in started:
         probe.close()
         node.stop()
+
+
+# Files whose tests mostly wait (a frozen server, a camera that stops for 30 s, node
+# start-ups) start first: pytest-xdist hands files out in collection order, and a run
+# that met them last would end on one busy worker.
+LONG_FILES = ("test_triton_node.py", "test_triton_server.py", "test_node.py",
+              "test_fault_inputs.py", "test_node_findings.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    def rank(item) -> int:
+        name = Path(str(item.fspath)).name
+        return LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)
+    items.sort(key=rank)  # stable: the order within a file and among the rest stays
