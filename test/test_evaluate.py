@@ -143,3 +143,20 @@ def test_object_sizes_limit_the_hard_scenes_to_one_bucket(capsys) -> None:
     assert "object_sizes=30-60" in out
     sizes = [line.split()[1] for line in out.splitlines() if line.startswith("  size ")]
     assert sizes and set(sizes) == {"30-60"}, out
+
+
+def test_window_stride_reaches_the_detector_and_a_bad_one_is_refused(monkeypatch,
+                                                                     capsys) -> None:
+    from clip_perception.tools import evaluate
+
+    configs = []
+    real = evaluate.Detector
+    monkeypatch.setattr(evaluate, "Detector",
+                        lambda encoder, config: configs.append(config) or real(encoder, config))
+    assert main(["--encoder", "linear", "--scenes", "2", "--device", "cpu",
+                 "--window-stride", "0.5"]) == 0
+    assert configs and all(c.window_stride == 0.5 for c in configs)
+    assert "window_stride=0.5" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--encoder", "linear", "--scenes", "2", "--window-stride", "0"])
+    assert "window_stride 0.0 is outside" in capsys.readouterr().err

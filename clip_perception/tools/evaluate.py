@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.detect.config import BOX_METHODS, DetectorConfig
+from ..core.detect.config import BOX_METHODS, ConfigError, DetectorConfig
 from ..core.detect.detector import Detector
 from ..core.detect.hybrid import supports_dense
 from ..core.detect.windows import box_iou
@@ -321,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bag", help="a labelled bag (see clip_perception.tools.labelled_bag) "
                                       "instead of generated scenes")
     parser.add_argument("--image-topic", help="the bag's image topic (default: its only one)")
+    parser.add_argument("--window-stride", type=float, default=None, metavar="F",
+                        help="coarse window step as a fraction of the window side "
+                             "(window_stride; default 1.0)")
     parser.add_argument("--mode", choices=("crops", "hybrid"), default="crops",
                         help="hybrid: also evaluate hybrid mode beside crop mode "
                              "(the encoder needs encode_dense)")
@@ -351,6 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config.with_changes(box_method=args.box_method)
     if args.no_hybrid_zoom:
         config = config.with_changes(hybrid_zoom=False)
+    if args.window_stride is not None:
+        try:
+            config = config.with_changes(window_stride=args.window_stride)
+        except ConfigError as exc:
+            parser.error(str(exc))
     if args.rgbd:
         model = known_answer.spec(args.encoder) if args.encoder else (args.model or COLOR_ENCODER)
         return _main_rgbd(args, load_encoder(model, args.device, args.precision), config)
@@ -369,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.all_encoders:
         print(f"encoders={','.join(known_answer.family())} scenes={len(scenes)} {source} "
-              f"threshold={config.presence_threshold} box_method={config.box_method}"
+              f"threshold={config.presence_threshold} box_method={config.box_method} "
+              f"window_stride={config.window_stride}"
               + (f" dense_cell={args.dense_cell}" if args.dense_cell else ""))
         met = True
         for name in known_answer.family():
@@ -395,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     print(f"model={model} scenes={len(scenes)} {source} "
-          f"threshold={config.presence_threshold}")
+          f"threshold={config.presence_threshold} window_stride={config.window_stride}")
     reports = compare(encoder, scenes, config, args.mode)
     for report in reports:
         print(report.line())
