@@ -154,6 +154,53 @@ def test_appearance_ratio_is_relative_to_the_tracks_own_matches():
     assert memory.ratio(np.array([0.0, 1.0, 0.0])) > 10.0
 
 
+def test_an_object_back_in_place_but_still_partly_covered_keeps_its_id():
+    """Hidden for 3.5 s, then found where it was while the arm still covers part of it:
+    its embedding is far from the track's usual matches (noisy member, sequence
+    benchmark: ratio 6 against a gate of 4), yet it is back in place."""
+    rng = np.random.default_rng(4)
+    look = rng.normal(size=32)
+
+    def seen_as(noise):
+        return look + rng.normal(0, noise, 32)
+
+    tracker = Tracker()
+    first = ids(tracker.update(0.0, {"p": [obs(300, 200, emb=seen_as(0.05))]}, ["p"]))
+    for k in range(1, 6):
+        tracker.update(0.5 * k, {"p": [obs(300, 200, emb=seen_as(0.05))]}, ["p"])
+    for k in range(6, 12):
+        tracker.update(0.5 * k, {}, ["p"])
+    partial = seen_as(0.05)
+    partial[:6] += rng.normal(size=6) * 0.5  # a part of the view is the arm
+    ratio = tracker.tracks[0].appearance.ratio(partial)
+    assert 4.0 < ratio < 16.0, ratio  # the case: beyond the gate of a track not seen lately
+    assert ids(tracker.update(6.0, {"p": [obs(305, 205, side=70, emb=partial)]}, ["p"])) == first
+    # the same look elsewhere, after as long, is still judged by the narrow gate
+    tracker = Tracker()
+    other = ids(tracker.update(0.0, {"p": [obs(300, 200, emb=look)]}, ["p"]))
+    for k in range(1, 6):
+        tracker.update(0.5 * k, {"p": [obs(300, 200, emb=seen_as(0.05))]}, ["p"])
+    for k in range(6, 12):
+        tracker.update(0.5 * k, {}, ["p"])
+    assert tracker.tracks[0].appearance.ratio(partial) > 4.0
+    assert ids(tracker.update(6.0, {"p": [obs(420, 200, side=70, emb=partial)]}, ["p"])) != other
+
+
+def test_a_small_region_inside_the_tracks_box_is_part_of_the_object():
+    """A box that came out a third of the object's height, inside it (sequence benchmark,
+    noisy member): the same track, where a region as much larger would be another."""
+    tracker = Tracker()
+    first = ids(tracker.update(0.0, {"p": [obs(200, 200, side=75)]}, ["p"]))
+    tracker.update(0.5, {"p": [obs(200, 200, side=75)]}, ["p"])
+    part = Observation((200, 245, 248, 267), 0.9)
+    assert ids(tracker.update(1.0, {"p": [part]}, ["p"])) == first
+    tracker = Tracker()
+    first = ids(tracker.update(0.0, {"p": [obs(200, 200, side=75)]}, ["p"]))
+    tracker.update(0.5, {"p": [obs(200, 200, side=75)]}, ["p"])
+    larger = Observation((160, 160, 320, 400), 0.9)  # more than 2.5 times taller
+    assert ids(tracker.update(1.0, {"p": [larger]}, ["p"])) != first
+
+
 # --- steady presence -----------------------------------------------------------------
 def test_stable_needs_k_of_n_found_and_ends_after_m_misses():
     h = Hysteresis(HysteresisConfig(k=2, n=3, m=3))

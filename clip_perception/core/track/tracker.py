@@ -7,13 +7,15 @@ on a gated cost:
 * geometry: the distance of the region's centre from the track's predicted
   box, in units of the box's size, against a gate that widens with the time
   since the track was last seen (an object may come back elsewhere), plus
-  ``1 - IoU``; a size change beyond :data:`MAX_SIZE_RATIO` is not the same object;
+  ``1 - IoU``; a size change beyond :data:`MAX_SIZE_RATIO` is not the same object,
+  unless the region is a smaller one inside the track's box (a part of it found);
 * 3D, where both have a position and the track was seen within
   :data:`RECENT` s: a jump farther than the object can have moved since
   (:meth:`.filters.Kalman3D.jump`) starts a new track;
 * appearance: the region embedding's cosine distance to the track's stored
   embedding relative to the track's own past matches (:mod:`.appearance`);
-  far beyond them is not the same object.
+  far beyond them is not the same object (a wider gate for a track seen within
+  :data:`RECENT` s or back where it was last seen: it may still be partly covered).
 
 A region left unassigned starts a track; a track unseen for ``memory`` s ends.
 """
@@ -38,9 +40,21 @@ APPEARANCE_GATE = 4.0  # distance ratio beyond which a region is another object.
 APPEARANCE_GATE_RECENT = 16.0  # ...or, for a track seen within RECENT s, this (a region
                                # the border cuts or an arm covers in part looks less alike)
 RECENT = 1.0           # s: tracks seen this recently are gated in 3D and preferred
+SAME_PLACE_IOU = 0.5   # a region overlapping a track's last box this much is back in place
+PART_SHARE = 0.8       # a smaller region this much inside a track's box is part of it
 LOST_PENALTY = 0.5     # cost added for a track not seen recently
 MOVE_METRES = 0.005    # a stable track's position change that is reported as a move
 BORDER = 0.05          # of the frame: a region's side this near the border may be cut
+
+
+def _part_of(box, whole) -> bool:
+    """``box`` is smaller than ``whole`` and lies mostly inside it (a part of the object
+    found: partly covered, or a box that came out small)."""
+    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+    iw = min(box[2], whole[2]) - max(box[0], whole[0])
+    ih = min(box[3], whole[3]) - max(box[1], whole[1])
+    inside = max(iw, 0.0) * max(ih, 0.0) / area
+    return area < (whole[2] - whole[0]) * (whole[3] - whole[1]) and inside >= PART_SHARE
 
 
 @dataclass(frozen=True)
@@ -215,13 +229,17 @@ class Tracker:
                         key=lambda b: centre_distance(b, box))
         d = centre_distance(predicted, box)
         gate = GATE + GATE_GROWTH * dt
-        if d > gate or size_ratio(predicted, box) > MAX_SIZE_RATIO:
+        if d > gate or (size_ratio(predicted, box) > MAX_SIZE_RATIO
+                        and not _part_of(box, predicted)):
             return INFEASIBLE
         if (dt <= RECENT and tr.kalman is not None and o.point is not None
                 and tr.kalman.jump(o.point, o.covariance, t)):
             return INFEASIBLE
         ratio = tr.appearance.ratio(o.embedding)
-        if ratio > (APPEARANCE_GATE_RECENT if dt <= RECENT else APPEARANCE_GATE):
+        # seen just now, or back where it was last seen: it may be partly covered yet
+        # (an arm moving away, the border), so it may look less alike
+        in_place = box_iou(tr.boxes.predicted(t, horizon=0.0), box) >= SAME_PLACE_IOU
+        if ratio > (APPEARANCE_GATE_RECENT if dt <= RECENT or in_place else APPEARANCE_GATE):
             return INFEASIBLE
         ratio = min(ratio, APPEARANCE_GATE)
         return (d / gate + (1.0 - box_iou(predicted, box)) + 0.5 * ratio / APPEARANCE_GATE
