@@ -16,17 +16,6 @@ INFEASIBLE = 1e6
 Box = tuple[float, float, float, float]
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def centre_distance(a: Sequence[float], b: Sequence[float]) -> float:
     """Distance of the boxes' centres in units of ``a``'s size (sqrt of its area)."""
     size = max(np.sqrt(max((a[2] - a[0]) * (a[3] - a[1]), 1.0)), 1.0)

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..detect.windows import box_intersection, box_iou
 from .appearance import AppearanceMemory
-from .association import INFEASIBLE, box_iou, centre_distance, size_ratio, solve
+from .association import INFEASIBLE, centre_distance, size_ratio, solve
 from .filters import BoxFilter, Kalman3D
 from .hysteresis import Hysteresis, HysteresisConfig
 
@@ -51,10 +52,8 @@ def _part_of(box, whole) -> bool:
     """``box`` is smaller than ``whole`` and lies mostly inside it (a part of the object
     found: partly covered, or a box that came out small)."""
     area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
-    iw = min(box[2], whole[2]) - max(box[0], whole[0])
-    ih = min(box[3], whole[3]) - max(box[1], whole[1])
-    inside = max(iw, 0.0) * max(ih, 0.0) / area
-    return area < (whole[2] - whole[0]) * (whole[3] - whole[1]) and inside >= PART_SHARE
+    return (area < (whole[2] - whole[0]) * (whole[3] - whole[1])
+            and box_intersection(box, whole) >= PART_SHARE * area)
 
 
 @dataclass(frozen=True)
@@ -225,8 +224,8 @@ class Tracker:
         box = self._amodal(o.box, tr)
         # moving on as it moved, or stopped where it was last seen (an object put down
         # after a fast move would otherwise be predicted far past where it stands)
-        predicted = min((tr.boxes.predicted(t), tr.boxes.predicted(t, horizon=0.0)),
-                        key=lambda b: centre_distance(b, box))
+        stopped = tr.boxes.predicted(t, horizon=0.0)
+        predicted = min((tr.boxes.predicted(t), stopped), key=lambda b: centre_distance(b, box))
         d = centre_distance(predicted, box)
         gate = GATE + GATE_GROWTH * dt
         if d > gate or (size_ratio(predicted, box) > MAX_SIZE_RATIO
@@ -238,7 +237,7 @@ class Tracker:
         ratio = tr.appearance.ratio(o.embedding)
         # seen just now, or back where it was last seen: it may be partly covered yet
         # (an arm moving away, the border), so it may look less alike
-        in_place = box_iou(tr.boxes.predicted(t, horizon=0.0), box) >= SAME_PLACE_IOU
+        in_place = box_iou(stopped, box) >= SAME_PLACE_IOU
         if ratio > (APPEARANCE_GATE_RECENT if dt <= RECENT or in_place else APPEARANCE_GATE):
             return INFEASIBLE
         ratio = min(ratio, APPEARANCE_GATE)
