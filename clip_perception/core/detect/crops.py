@@ -9,6 +9,7 @@ the encoder can, crop, encode" for the detector and the served model alike.
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.util
 import warnings
@@ -32,20 +33,21 @@ def _torchvision_kernel() -> RoiAlign | None:
     way. None where the extension cannot be found or loaded.
     """
     spec = importlib.util.find_spec("torchvision")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        for stem in ("_C_stable", "_C"):  # torchvision >= 0.24, older releases
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-                library = Path(folder, stem + suffix)
-                if not library.is_file():
-                    continue
-                try:
-                    torch.ops.load_library(str(library))
-                    return torch.ops.torchvision.roi_align
-                except (OSError, RuntimeError, AttributeError):
-                    return None
-    return None
+    folders = (spec.submodule_search_locations or []) if spec else []
+    candidates = (Path(folder, stem + suffix) for folder in folders
+                  for stem in ("_C_stable", "_C")  # torchvision >= 0.24, older releases
+                  for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+    library = next((path for path in candidates if path.is_file()), None)
+    if library is None:
+        return None
+    try:
+        torch.ops.load_library(str(library))
+        return torch.ops.torchvision.roi_align
+    except (OSError, RuntimeError, AttributeError):
+        return None
 
 
+@functools.cache
 def _torchvision_ops() -> RoiAlign:
     """``torchvision.ops.roi_align`` (the Python package, imported once needed)."""
     from torchvision.ops import roi_align
@@ -55,15 +57,10 @@ def _torchvision_ops() -> RoiAlign:
     return call
 
 
-_roi_align: RoiAlign | None = None
-
-
+@functools.cache
 def roi_align_op() -> RoiAlign:
     """The roi_align this process uses: the compiled op, else ``torchvision.ops``."""
-    global _roi_align
-    if _roi_align is None:
-        _roi_align = _torchvision_kernel() or _torchvision_ops()
-    return _roi_align
+    return _torchvision_kernel() or _torchvision_ops()
 
 
 class FrameUploader:
