@@ -164,24 +164,24 @@ def test_an_object_back_in_place_but_still_partly_covered_keeps_its_id():
     def seen_as(noise):
         return look + rng.normal(0, noise, 32)
 
-    tracker = Tracker()
-    first = ids(tracker.update(0.0, {"p": [obs(300, 200, emb=seen_as(0.05))]}, ["p"]))
-    for k in range(1, 6):
-        tracker.update(0.5 * k, {"p": [obs(300, 200, emb=seen_as(0.05))]}, ["p"])
-    for k in range(6, 12):
-        tracker.update(0.5 * k, {}, ["p"])
+    def seen_then_hidden(first_look):
+        """A track seen for 2.5 s at (300, 200), then missed for 3 s."""
+        tracker = Tracker()
+        first = ids(tracker.update(0.0, {"p": [obs(300, 200, emb=first_look)]}, ["p"]))
+        for k in range(1, 6):
+            tracker.update(0.5 * k, {"p": [obs(300, 200, emb=seen_as(0.05))]}, ["p"])
+        for k in range(6, 12):
+            tracker.update(0.5 * k, {}, ["p"])
+        return tracker, first
+
+    tracker, first = seen_then_hidden(seen_as(0.05))
     partial = seen_as(0.05)
     partial[:6] += rng.normal(size=6) * 0.5  # a part of the view is the arm
     ratio = tracker.tracks[0].appearance.ratio(partial)
     assert 4.0 < ratio < 16.0, ratio  # the case: beyond the gate of a track not seen lately
     assert ids(tracker.update(6.0, {"p": [obs(305, 205, side=70, emb=partial)]}, ["p"])) == first
     # the same look elsewhere, after as long, is still judged by the narrow gate
-    tracker = Tracker()
-    other = ids(tracker.update(0.0, {"p": [obs(300, 200, emb=look)]}, ["p"]))
-    for k in range(1, 6):
-        tracker.update(0.5 * k, {"p": [obs(300, 200, emb=seen_as(0.05))]}, ["p"])
-    for k in range(6, 12):
-        tracker.update(0.5 * k, {}, ["p"])
+    tracker, other = seen_then_hidden(look)
     assert tracker.tracks[0].appearance.ratio(partial) > 4.0
     assert ids(tracker.update(6.0, {"p": [obs(420, 200, side=70, emb=partial)]}, ["p"])) != other
 
@@ -189,16 +189,17 @@ def test_an_object_back_in_place_but_still_partly_covered_keeps_its_id():
 def test_a_small_region_inside_the_tracks_box_is_part_of_the_object():
     """A box that came out a third of the object's height, inside it (sequence benchmark,
     noisy member): the same track, where a region as much larger would be another."""
-    tracker = Tracker()
-    first = ids(tracker.update(0.0, {"p": [obs(200, 200, side=75)]}, ["p"]))
-    tracker.update(0.5, {"p": [obs(200, 200, side=75)]}, ["p"])
-    part = Observation((200, 245, 248, 267), 0.9)
-    assert ids(tracker.update(1.0, {"p": [part]}, ["p"])) == first
-    tracker = Tracker()
-    first = ids(tracker.update(0.0, {"p": [obs(200, 200, side=75)]}, ["p"]))
-    tracker.update(0.5, {"p": [obs(200, 200, side=75)]}, ["p"])
-    larger = Observation((160, 160, 320, 400), 0.9)  # more than 2.5 times taller
-    assert ids(tracker.update(1.0, {"p": [larger]}, ["p"])) != first
+    def region_after_a_track(box):
+        """The id a region ``box`` gets at 1 s, and the id of a track seen at 0 and 0.5 s."""
+        tracker = Tracker()
+        first = ids(tracker.update(0.0, {"p": [obs(200, 200, side=75)]}, ["p"]))
+        tracker.update(0.5, {"p": [obs(200, 200, side=75)]}, ["p"])
+        return ids(tracker.update(1.0, {"p": [Observation(box, 0.9)]}, ["p"])), first
+
+    part, first = region_after_a_track((200, 245, 248, 267))
+    assert part == first
+    larger, first = region_after_a_track((160, 160, 320, 400))  # over 2.5 times taller
+    assert larger != first
 
 
 # --- steady presence -----------------------------------------------------------------
