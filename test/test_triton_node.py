@@ -117,7 +117,7 @@ def test_node_on_a_triton_server_answers_reports_an_outage_and_recovers(ros_doma
         # the node's default for triton://: the detector on the server, one request per frame
         from clip_perception.tools.triton_benchmark import model_counts
 
-        assert model_counts(server, "_detect")[0] >= len(frames)
+        assert model_counts(server, "_detect", len(frames))[0] >= len(frames)
 
         # the model raises on a black frame: a failed frame, not an outage
         black = np.zeros_like(frames[0].image)

@@ -162,22 +162,32 @@ def compare(label: str, spec: str, frames: int, width: int, height: int, seed: i
         raise
 
 
-def image_counts(server) -> tuple[int, int]:
+def image_counts(server, at_least: int = 0) -> tuple[int, int]:
     """Requests and executions of the image model so far (Triton's Prometheus metrics)."""
-    return model_counts(server, "_image")
+    return model_counts(server, "_image", at_least)
 
 
-def model_counts(server, suffix: str) -> tuple[int, int]:
-    """Requests and executions of the model ``NAME + suffix`` so far (Prometheus metrics)."""
+def model_counts(server, suffix: str, at_least: int = 0,
+                 timeout: float = 5.0) -> tuple[int, int]:
+    """Requests and executions of the model ``NAME + suffix`` so far (Prometheus metrics).
+
+    Triton counts an execution once it has finished with it, which may be after its
+    clients had their answers: with ``at_least``, read again (up to ``timeout`` s)
+    until that many requests are counted.
+    """
     url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for name in ("nv_inference_count", "nv_inference_exec_count"):
-        found = re.search(rf'^{name}{{[^}}]*model="{server.name}{suffix}"[^}}]*}} (\S+)$', text,
-                          re.M)
-        values[name] = int(float(found.group(1))) if found else 0
-    return values["nv_inference_count"], values["nv_inference_exec_count"]
+    end = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        values = {}
+        for name in ("nv_inference_count", "nv_inference_exec_count"):
+            found = re.search(rf'^{name}{{[^}}]*model="{server.name}{suffix}"[^}}]*}} (\S+)$',
+                              text, re.M)
+            values[name] = int(float(found.group(1))) if found else 0
+        if values["nv_inference_count"] >= at_least or time.monotonic() > end:
+            return values["nv_inference_count"], values["nv_inference_exec_count"]
+        time.sleep(0.05)
 
 
 def batching(server, scenes, clients: int, per_client: int, make, suffix: str,
