@@ -172,22 +172,28 @@ def model_counts(server, suffix: str, at_least: int = 0,
     """Requests and executions of the model ``NAME + suffix`` so far (Prometheus metrics).
 
     Triton counts an execution once it has finished with it, which may be after its
-    clients had their answers: with ``at_least``, read again (up to ``timeout`` s)
-    until that many requests are counted.
+    clients had their answers: the counts are read until two reads 0.1 s apart agree
+    and, with ``at_least``, hold that many requests (up to ``timeout`` s).
     """
     url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    end = time.monotonic() + timeout
-    while True:
+
+    def read() -> tuple[int, int]:
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        values = {}
+        values = []
         for name in ("nv_inference_count", "nv_inference_exec_count"):
             found = re.search(rf'^{name}{{[^}}]*model="{server.name}{suffix}"[^}}]*}} (\S+)$',
                               text, re.M)
-            values[name] = int(float(found.group(1))) if found else 0
-        if values["nv_inference_count"] >= at_least or time.monotonic() > end:
-            return values["nv_inference_count"], values["nv_inference_exec_count"]
-        time.sleep(0.05)
+            values.append(int(float(found.group(1))) if found else 0)
+        return values[0], values[1]
+
+    end = time.monotonic() + timeout
+    counts = read()
+    while True:
+        time.sleep(0.1)
+        previous, counts = counts, read()
+        if (counts == previous and counts[0] >= at_least) or time.monotonic() > end:
+            return counts
 
 
 def batching(server, scenes, clients: int, per_client: int, make, suffix: str,
