@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from clip_perception.core.detect.detector import SEARCH_RANK_POWER
 from clip_perception.core.detect.localization import (
     best_box,
     heatmap,
@@ -14,7 +15,7 @@ from clip_perception.core.detect.localization import (
     rank_fit_box,
     refine_windows,
 )
-from clip_perception.core.detect.windows import box_iou
+from clip_perception.core.detect.windows import box_iou, window_grid
 
 
 def test_heatmap_averages_over_covering_windows() -> None:
@@ -139,6 +140,14 @@ def test_refine_windows_are_finer_than_the_hit() -> None:
     assert len(windows) > len(refine_windows(box, 640, 480, 20))  # denser when affordable
 
 
+def test_refine_windows_reach_at_least_min_pad_past_the_box() -> None:
+    box = (100, 100, 132, 132)  # 16 px windows: half a window is 8 px
+    windows = refine_windows(box, 640, 480, 200, min_pad=15)
+    assert ((windows[:, 2] - windows[:, 0]) == 16).all()
+    assert windows[:, 0].min() == 85 and windows[:, 2].max() == 147
+    assert refine_windows(box, 640, 480, 200, min_pad=3)[:, 0].min() == 92  # half a window
+
+
 def test_refine_windows_with_no_budget() -> None:
     assert refine_windows((0, 0, 50, 50), 100, 100, 0).shape == (0, 4)
 
@@ -164,3 +173,52 @@ def test_rank_fit_recovers_a_small_object_whatever_the_response_curve(curve) -> 
         area = ((box[2] - box[0]) * (box[3] - box[1])
                 / ((truth[2] - truth[0]) * (truth[3] - truth[1])))
         assert (box_iou(box, truth) >= 0.8 and area <= 1.3) is tight, (polish, box, area)
+
+
+def _noisy_stage(rng: np.random.Generator, sigma: float):
+    """A first refine stage (60 px windows every 30 px around a 120 px coarse hit, plus
+    the coarse windows over it) and a 30-45 px object inside the hit; scores are the
+    share plus noise of ``sigma``."""
+    anchor = (240, 120, 360, 240)
+    fine = refine_windows(anchor, 640, 480, 26)
+    region = (int(fine[:, 0].min()), int(fine[:, 1].min()),
+              int(fine[:, 2].max()), int(fine[:, 3].max()))
+    coarse = window_grid(640, 480, (0.5, 0.25), 1.0, False)
+    near = coarse[(coarse[:, 0] < region[2]) & (coarse[:, 2] > region[0])
+                  & (coarse[:, 1] < region[3]) & (coarse[:, 3] > region[1])]
+    windows = np.concatenate([fine, near]).astype(np.float64)
+    w, h = rng.integers(30, 46, 2)
+    x0, y0 = rng.integers(240, 360 - w), rng.integers(120, 240 - h)
+    truth = (int(x0), int(y0), int(x0 + w), int(y0 + h))
+    return windows, _shares(windows, truth) + rng.normal(0.0, sigma, len(windows)), region, truth
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.04])
+def test_powered_ranks_place_a_small_object_box_better_under_noise(sigma: float) -> None:
+    """The order among the many windows that hold none of a small object is noise;
+    fitting to ranks raised to the power the detector uses before its last stage
+    weighs it less."""
+    rng = np.random.default_rng(0)
+    ious: dict[float, list[float]] = {1.0: [], SEARCH_RANK_POWER: []}
+    for _ in range(60):
+        windows, scores, region, truth = _noisy_stage(rng, sigma)
+        for power, found in ious.items():
+            found.append(box_iou(rank_fit_box(windows, scores, region, rank_power=power)[0],
+                                 truth))
+    mean = {p: float(np.mean(v)) for p, v in ious.items()}
+    assert mean[SEARCH_RANK_POWER] >= mean[1.0] + 0.03, mean
+
+
+@pytest.mark.parametrize("warp", [np.exp, lambda c: c**3, lambda c: 1 / (1 + np.exp(-20 * c))])
+def test_rank_power_fit_depends_on_the_order_of_the_scores_only(warp) -> None:
+    rng = np.random.default_rng(3)
+    windows, scores, region, _ = _noisy_stage(rng, 0.04)
+    box, _ = rank_fit_box(windows, scores, region, rank_power=SEARCH_RANK_POWER)
+    assert rank_fit_box(windows, warp(scores), region, rank_power=SEARCH_RANK_POWER)[0] == box
+
+
+def test_rank_power_one_is_the_plain_fit() -> None:
+    rng = np.random.default_rng(4)
+    windows, scores, region, _ = _noisy_stage(rng, 0.04)
+    assert rank_fit_box(windows, scores, region, rank_power=1.0) == rank_fit_box(
+        windows, scores, region)

@@ -17,7 +17,7 @@ from clip_perception.core.detect.detector import Detector
 from clip_perception.core.detect.windows import box_iou
 from clip_perception.testing import known_answer
 from clip_perception.testing.scenes import hard_scene_set
-from clip_perception.tools.evaluate import GOALS, MAX_CROPS, evaluate
+from clip_perception.tools.evaluate import GOALS, MAX_CROPS, SMALL_GOAL, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,18 @@ def test_saturating_encoders_do_not_inflate_the_box(name: str) -> None:
         ious.append(box_iou(box, truth))
     assert np.median(ratios) <= 1.5, ratios
     assert np.mean(np.asarray(ious) >= 0.5) >= 0.85, ious
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["noisy", "unnormalised"])
+def test_small_objects_meet_their_goal_under_feature_noise(name: str) -> None:
+    """30-60 px objects on the members with per-dimension noise: on `noisy` this was
+    55 of 80 when every stage fitted plain ranks and the last grid reached half a
+    window past its anchor (now 62); `unnormalised` was 62 of 80 (now 71)."""
+    detector = Detector(known_answer.load(name))
+    hits = []
+    for seed in (8, 9):
+        for scene in hard_scene_set(40, seed=seed, size_range=(30, 60), absent_fraction=0.0):
+            box = detector.detect(scene.image, [scene.target]).targets[0].box
+            hits.append(max(box_iou(box, t) for t in scene.target_boxes) >= 0.5)
+    assert np.mean(hits) >= SMALL_GOAL, f"{sum(hits)} of {len(hits)}"

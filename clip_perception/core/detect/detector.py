@@ -42,6 +42,12 @@ class FinePass(NamedTuple):
 
 CHECK_SCALES = (1.0, 0.85, 0.7)  # the fitted box and centred shrinks: presence's own crops
 STAGE_CROPS = 20  # windows per target below which another refine stage costs more than it gives
+# rank_fit before the last stage: the box only places the next stage, and weighing
+# the top ranks more keeps it on a small object under feature noise
+SEARCH_RANK_POWER = 1.75
+# a stage's grid reaches at least this fraction of the previous stage's window past
+# its anchor (half that stage's step): a tight anchor can still grow to the object
+PREVIOUS_REACH = 0.25
 
 
 def _as_frame(frame: Frame | np.ndarray) -> Frame:
@@ -133,10 +139,6 @@ class Detector:
         """One roi_align and one encoder pass over ``boxes``: :class:`WindowScores`."""
         return self._score_many([(image, boxes, classes, n_targets)])[0]
 
-    def _refine(self, *args, **kwargs):
-        """:meth:`_refine_steps` run to the end, scoring with :meth:`_score` (hybrid mode)."""
-        return self._drive(self._refine_steps(*args, **kwargs))
-
     def _drive(self, steps):
         """Run a scoring generator (:meth:`_steps`, :meth:`_refine_steps`) one request at
         a time; its return value."""
@@ -157,8 +159,10 @@ class Detector:
         the config's ``box_method``) turns a stage's windows into a box:
         ``rank_fit`` (:func:`~.localization.rank_fit_box` over the target's cosines
         in every window of the target so far, plus the ``context`` windows,
-        ``(boxes [K, 4], cosines [K, T])``, that overlap the stage's region) or ``heatmap``
-        (:func:`~.localization.best_box` with ``alpha``).
+        ``(boxes [K, 4], cosines [K, T])``, that overlap the stage's region; ranks
+        raised to :data:`SEARCH_RANK_POWER` before the last stage, and each grid
+        reaching :data:`PREVIOUS_REACH` of the previous stage's window past its
+        anchor) or ``heatmap`` (:func:`~.localization.best_box` with ``alpha``).
 
         A generator (see :meth:`_steps`): it yields each stage's scoring request
         and returns per target the final box (or None) and its :class:`FinePass`
@@ -180,7 +184,11 @@ class Detector:
             per_target = (budget - spent) // (n * (stages - stage))
             if per_target < 4:
                 break
-            grids = [refine_windows(a, width, height, per_target) for a in anchors]
+            last = stage == stages - 1
+            reach = [int(PREVIOUS_REACH * (p[-1].windows[0, 2] - p[-1].windows[0, 0]))
+                     if p and method == "rank_fit" else 0 for p in passes]
+            grids = [refine_windows(a, width, height, per_target, min_pad=r)
+                     for a, r in zip(anchors, reach)]
             sizes = [len(g) for g in grids]
             scored = yield (image, np.concatenate(grids), classes, n)
             spent += sum(sizes)
@@ -203,7 +211,8 @@ class Detector:
                                 & (cw[:, 1] < region[3]) & (cw[:, 3] > region[1]))
                         seen.append(cw[near])
                         key.append(cs[near, t])
-                    found, _ = rank_fit_box(np.concatenate(seen), np.concatenate(key), region)
+                    found, _ = rank_fit_box(np.concatenate(seen), np.concatenate(key), region,
+                                            rank_power=1.0 if last else SEARCH_RANK_POWER)
                 else:
                     found = best_box(heat, coverage, alpha, cell, width, height)
                 if found is not None:
