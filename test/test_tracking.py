@@ -186,6 +186,47 @@ def test_an_object_back_in_place_but_still_partly_covered_keeps_its_id():
     assert ids(tracker.update(6.0, {"p": [obs(420, 200, side=70, emb=partial)]}, ["p"])) != other
 
 
+def test_an_object_back_through_the_border_after_a_while_keeps_its_id():
+    """It left at the right border and comes back there 6 s later, still cut by it:
+    a cut region looks less like the object (sequence benchmark, `shifted` member:
+    ratio 4.8 against a gate of 4; the whole object a frame later: 0.3), so it is
+    judged by the wide gate, as a track seen lately is. A region as unlike that the
+    border does not cut is still another object."""
+    rng = np.random.default_rng(6)
+    look = rng.normal(size=32)
+
+    def seen_as(noise):
+        return look + rng.normal(0, noise, 32)
+
+    def left_through_the_border():
+        """A track seen for 2.5 s at x=360, then at x=480 and 552 (cut), then gone 6 s."""
+        tracker = Tracker()
+        first = ids(tracker.update(0.0, {"p": [obs(360, 170, side=92, emb=seen_as(0.05))]},
+                                   ["p"], size=(640, 480)))
+        for k in range(1, 6):
+            tracker.update(0.5 * k, {"p": [obs(360, 170, side=92, emb=seen_as(0.05))]},
+                           ["p"], size=(640, 480))
+        tracker.update(3.0, {"p": [obs(480, 170, side=92, emb=seen_as(0.05))]}, ["p"],
+                       size=(640, 480))
+        cut = Observation((602, 170, 640, 262), 0.9, seen_as(0.05))
+        tracker.update(3.5, {"p": [cut]}, ["p"], size=(640, 480))
+        for k in range(8, 19):
+            tracker.update(0.5 * k, {}, ["p"], size=(640, 480))
+        return tracker, first
+
+    tracker, first = left_through_the_border()
+    partial = seen_as(0.05)
+    partial[:8] += rng.normal(size=8) * 0.4  # the part beyond the border is missing
+    ratio = tracker.tracks[0].appearance.ratio(partial)
+    assert 4.0 < ratio < 16.0, ratio  # the case: beyond the gate of a track not seen lately
+    back = Observation((552, 171, 640, 263), 0.9, partial)
+    assert ids(tracker.update(9.5, {"p": [back]}, ["p"], size=(640, 480))) == first
+    # the same look, not cut by the border, is still judged by the narrow gate
+    tracker, other = left_through_the_border()
+    inside = Observation((500, 171, 592, 263), 0.9, partial)
+    assert ids(tracker.update(9.5, {"p": [inside]}, ["p"], size=(640, 480))) != other
+
+
 def test_a_small_region_inside_the_tracks_box_is_part_of_the_object():
     """A box that came out a third of the object's height, inside it (sequence benchmark,
     noisy member): the same track, where a region as much larger would be another."""

@@ -15,7 +15,8 @@ on a gated cost:
 * appearance: the region embedding's cosine distance to the track's stored
   embedding relative to the track's own past matches (:mod:`.appearance`);
   far beyond them is not the same object (a wider gate for a track seen within
-  :data:`RECENT` s or back where it was last seen: it may still be partly covered).
+  :data:`RECENT` s, a region back where the track was last seen, or one the border
+  cuts: it may still be partly covered or out of view).
 
 A region left unassigned starts a track; a track unseen for ``memory`` s ends.
 """
@@ -38,8 +39,9 @@ GATE = 1.0             # box sizes: how far a region may be from a track's predi
 GATE_GROWTH = 1.5      # ...plus this many box sizes per second unseen
 MAX_SIZE_RATIO = 2.5   # a region this much wider or taller than the track is another object
 APPEARANCE_GATE = 4.0  # distance ratio beyond which a region is another object...
-APPEARANCE_GATE_RECENT = 16.0  # ...or, for a track seen within RECENT s, this (a region
-                               # the border cuts or an arm covers in part looks less alike)
+APPEARANCE_GATE_RECENT = 16.0  # ...or, for a track seen within RECENT s or a region the
+                               # border cuts, this (a region the border cuts or an arm
+                               # covers in part looks less alike)
 RECENT = 1.0           # s: tracks seen this recently are gated in 3D and preferred
 SAME_PLACE_IOU = 0.5   # a region overlapping a track's last box this much is back in place
 PART_SHARE = 0.8       # a smaller region this much inside a track's box is part of it
@@ -235,10 +237,12 @@ class Tracker:
                 and tr.kalman.jump(o.point, o.covariance, t)):
             return INFEASIBLE
         ratio = tr.appearance.ratio(o.embedding)
-        # seen just now, or back where it was last seen: it may be partly covered yet
-        # (an arm moving away, the border), so it may look less alike
+        # seen just now, back where it was last seen, or cut by the border: it may be
+        # partly covered or out of view yet, so it may look less alike
         in_place = box_iou(stopped, box) >= SAME_PLACE_IOU
-        if ratio > (APPEARANCE_GATE_RECENT if dt <= RECENT or in_place else APPEARANCE_GATE):
+        cut = tuple(box) != tuple(float(v) for v in o.box)
+        if ratio > (APPEARANCE_GATE_RECENT if dt <= RECENT or in_place or cut
+                    else APPEARANCE_GATE):
             return INFEASIBLE
         ratio = min(ratio, APPEARANCE_GATE)
         return (d / gate + (1.0 - box_iou(predicted, box)) + 0.5 * ratio / APPEARANCE_GATE
