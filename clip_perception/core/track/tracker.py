@@ -58,6 +58,11 @@ def _part_of(box, whole) -> bool:
             and box_intersection(box, whole) >= PART_SHARE * area)
 
 
+def _cut(amodal, box) -> bool:
+    """The border cuts ``box``: :meth:`Tracker._amodal` extended it to ``amodal``."""
+    return tuple(amodal) != tuple(float(v) for v in box)
+
+
 @dataclass(frozen=True)
 class TrackConfig:
     """``memory``: seconds a track unseen is remembered; ``hysteresis``: steady presence."""
@@ -240,8 +245,7 @@ class Tracker:
         # seen just now, back where it was last seen, or cut by the border: it may be
         # partly covered or out of view yet, so it may look less alike
         in_place = box_iou(stopped, box) >= SAME_PLACE_IOU
-        cut = tuple(box) != tuple(float(v) for v in o.box)
-        if ratio > (APPEARANCE_GATE_RECENT if dt <= RECENT or in_place or cut
+        if ratio > (APPEARANCE_GATE_RECENT if dt <= RECENT or in_place or _cut(box, o.box)
                     else APPEARANCE_GATE):
             return INFEASIBLE
         ratio = min(ratio, APPEARANCE_GATE)
@@ -285,8 +289,8 @@ class Tracker:
             tr.boxes = BoxFilter(box, t)
         else:
             tr.boxes.update(box, t)
-        if tuple(box) == tuple(float(v) for v in o.box):  # a region the border cuts
-            tr.appearance.update(o.embedding, o.context)  # would teach a partial look
+        if not _cut(box, o.box):  # a region the border cuts would teach a partial look
+            tr.appearance.update(o.embedding, o.context)
         if o.point is not None:
             if tr.kalman is None or t - tr.last_seen > RECENT:
                 tr.kalman = Kalman3D(o.point, o.covariance, t)
