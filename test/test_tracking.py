@@ -32,6 +32,12 @@ def obs(x, y, side=80, emb=None, point=None, sigma=0.01):
                        None if point is None else np.array([0.1, 0.1, 0.05]))
 
 
+def one_look(rng: np.random.Generator):
+    """An object's embedding, and views of it with noise of a given sigma (from ``rng``)."""
+    look = rng.normal(size=32)
+    return look, lambda noise: look + rng.normal(0, noise, 32)
+
+
 def ids(frame):
     return frame.targets[0].track.id if frame.targets[0].track else None
 
@@ -159,10 +165,7 @@ def test_an_object_back_in_place_but_still_partly_covered_keeps_its_id():
     its embedding is far from the track's usual matches (noisy member, sequence
     benchmark: ratio 6 against a gate of 4), yet it is back in place."""
     rng = np.random.default_rng(4)
-    look = rng.normal(size=32)
-
-    def seen_as(noise):
-        return look + rng.normal(0, noise, 32)
+    look, seen_as = one_look(rng)
 
     def seen_then_hidden(first_look):
         """A track seen for 2.5 s at (300, 200), then missed for 3 s."""
@@ -193,10 +196,7 @@ def test_an_object_back_through_the_border_after_a_while_keeps_its_id():
     judged by the wide gate, as a track seen lately is. A region as unlike that the
     border does not cut is still another object."""
     rng = np.random.default_rng(6)
-    look = rng.normal(size=32)
-
-    def seen_as(noise):
-        return look + rng.normal(0, noise, 32)
+    _, seen_as = one_look(rng)
 
     def left_through_the_border():
         """A track seen for 2.5 s at x=360, then at x=480 and 552 (cut), then gone 6 s."""
